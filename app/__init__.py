@@ -1,0 +1,29 @@
+"""The HTTP API: a thin Flask app over the database. It never fans out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from notifications.config import Settings
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """The one factory behind `notifications dev`, `notifications serve` and the tests."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config.update(
+        SETTINGS=settings,
+        DATABASE_URL=settings.require_database_url(),
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(overrides)
+
+    from app import database, errors, health
+
+    database.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,30 @@
+"""`notifications listen`: the daemon's entry point."""
+
+from __future__ import annotations
+
+from prometheus_client import start_http_server
+
+from listener.sdnotify import SdNotifier
+from listener.worker import Listener
+from notifications.config import Settings
+from notifications.db import check_url
+
+
+def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Listener:
+    url = settings.require_database_url()
+    check_url(url)
+    return Listener(
+        url,
+        poll_interval=settings.poll_interval,
+        batch_size=settings.batch_size,
+        notifier=notifier,
+    )
+
+
+def run_listener(settings: Settings) -> int:
+    listener = build_listener(settings)
+    listener.install_signal_handlers()
+    if settings.listener_metrics_port:
+        start_http_server(settings.listener_metrics_port, addr="127.0.0.1")
+    listener.run()
+    return 0

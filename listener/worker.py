@@ -1,0 +1,204 @@
+"""The listener loop.
+
+It waits for a NOTIFY, a poll interval or a stop, whichever comes first; NOTIFY is only a
+hint, so a lost one costs at most one poll interval. On every wake it drains the backlog
+through fan_out_events_v1(), one transaction per batch. Any lost connection leads to a
+reconnect with backoff, and every (re)connect starts with a catch-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from listener import metrics
+from listener.sdnotify import SdNotifier
+from notifications.db import connect
+
+log = logging.getLogger("notifications.listener")
+
+CHANNEL = "scenario_events"
+
+
+class ListenConnectionLost(psycopg.OperationalError):
+    """The LISTEN connection stopped answering its own probes."""
+
+
+class Listener:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        poll_interval: float = 2.0,
+        batch_size: int = 100,
+        notifier: SdNotifier | None = None,
+        max_backoff: float = 10.0,
+        name: str = "notifications-listener",
+    ) -> None:
+        self.database_url = database_url
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.notifier = notifier or SdNotifier()
+        self.max_backoff = max_backoff
+        self.name = f"{name} {os.getpid()}"
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._attempt = 0
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch and return. Safe from a signal handler."""
+        self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("received %s, finishing the current batch", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("listener starting (poll every %.1fs, batches of %d)", self.poll_interval, self.batch_size)
+        try:
+            while not self.stopping:
+                try:
+                    self._session()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if self.stopping:
+                        break
+                    if not self.ready.is_set() and not isinstance(exc, ListenConnectionLost):
+                        # Never connected: a wrong URL or a server that is not there.
+                        # Fail loudly and let the supervisor (systemd) retry.
+                        raise
+                    metrics.RECONNECTS.inc()
+                    delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
+                    self._attempt += 1
+                    log.warning(
+                        "database connection lost (%s); reconnecting in %.2fs",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        delay,
+                    )
+                    self.notifier.status(f"reconnecting: {type(exc).__name__}")
+                    self._sleep(delay)
+        finally:
+            self.notifier.stopping()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            log.info("listener stopped")
+
+    def _session(self) -> None:
+        with (
+            connect(self.database_url, self.name, autocommit=True) as listen_conn,
+            connect(self.database_url, self.name + " fanout", autocommit=True) as work_conn,
+        ):
+            probe_channel = f"notifications_probe_{listen_conn.info.backend_pid}"
+            listen_conn.execute(f"LISTEN {CHANNEL}")
+            listen_conn.execute(f"LISTEN {probe_channel}")
+            # Anything committed while nobody listened is picked up here.
+            self.catch_up(work_conn)
+            self._attempt = 0
+            if not self.ready.is_set():
+                self.ready.set()
+                self.notifier.ready("listening")
+            else:
+                self.notifier.status("listening")
+            log.info("listening on %s", CHANNEL)
+
+            probe_sent_at: float | None = None
+            while not self.stopping:
+                readable = self._wait(listen_conn.fileno(), self.poll_interval)
+                if self.stopping:
+                    break
+                hint = False
+                if readable:
+                    for notify in listen_conn.notifies(timeout=0):
+                        if notify.channel == probe_channel:
+                            probe_sent_at = None
+                        else:
+                            hint = True
+                metrics.WAKEUPS.labels("notify" if hint else "poll").inc()
+                self.catch_up(work_conn)
+                self.notifier.watchdog()
+                if not readable:
+                    # Quiet for a whole interval: is the LISTEN connection still alive? A
+                    # probe sent last time and never seen means it is not.
+                    if probe_sent_at is not None:
+                        raise ListenConnectionLost("LISTEN connection did not deliver its probe")
+                    work_conn.execute("SELECT pg_notify(%s, '')", [probe_channel])
+                    probe_sent_at = time.monotonic()
+
+    def _wait(self, fileno: int, timeout: float) -> bool:
+        """True when the connection has something to read; False on timeout or stop."""
+        ready, _, _ = select.select([fileno, self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        return fileno in ready
+
+    def _sleep(self, seconds: float) -> None:
+        select.select([self._wake_r], [], [], seconds)
+
+    # -- fan-out ---------------------------------------------------------------------------
+
+    def catch_up(self, conn: psycopg.Connection[Any]) -> int:
+        """Fan out batches until the backlog is empty or a stop is asked. Returns events done."""
+        done = 0
+        while not self.stopping:
+            started = time.perf_counter()
+            rows = conn.execute(
+                "SELECT event_id, notifications, lag_seconds FROM fan_out_events_v1(%s)",
+                [self.batch_size],
+            ).fetchall()
+            if not rows:
+                break
+            metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+            written = 0
+            for event_id, count, lag in rows:
+                metrics.EVENT_LAG.observe(lag)
+                written += count
+                log.debug(
+                    "event %d fanned out to %d users after %.3fs", event_id, count, lag,
+                    extra={"event_id": event_id, "notifications": count},
+                )
+            metrics.EVENTS_PROCESSED.inc(len(rows))
+            metrics.NOTIFICATIONS_WRITTEN.inc(written)
+            log.info(
+                "fanned out events %d..%d (%d events, %d notifications)",
+                rows[0][0], rows[-1][0], len(rows), written,
+                extra={"event_ids": [r[0] for r in rows], "notifications": written},
+            )
+            done += len(rows)
+            self.notifier.watchdog()
+            if len(rows) < self.batch_size:
+                break
+        backlog = conn.execute(
+            "SELECT count(*) FROM scenario_events WHERE processed_at IS NULL"
+        ).fetchone()
+        metrics.BACKLOG.set(backlog[0] if backlog else 0)
+        return done

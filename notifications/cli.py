@@ -1,0 +1,191 @@
+"""The `notifications` command line. Operator mistakes end in one line on stderr, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from notifications import admin, logs
+from notifications.config import ConfigError, Settings
+from notifications.db import check_url, connect
+
+
+class CliError(Exception):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return value
+
+
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(text: str) -> str:
+    """'30d' -> '30 days' (a PostgreSQL interval)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration like 30d, 12h or 15m: {text!r}")
+    return f"{match.group(1)} {_UNITS[match.group(2)]}"
+
+
+def _db(settings: Settings) -> psycopg.Connection[Any]:
+    url = settings.require_database_url()
+    check_url(url)
+    return connect(url, "notifications-cli", autocommit=True)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from notifications import migrate
+
+    url = settings.require_database_url()
+    check_url(url)
+    migrate.upgrade(url)
+    print(f"database at revision {migrate.head_revision()}")
+    return 0
+
+
+def cmd_listen(settings: Settings, args: argparse.Namespace) -> int:
+    from listener.main import run_listener
+
+    return run_listener(settings)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from app.server import serve
+
+    settings.require_database_url()
+    serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from notifications.dev import run_dev
+
+    return run_dev(settings, host=args.host, port=args.port)
+
+
+def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn, conn.transaction():
+        user_id = admin.create_user(conn, args.name)
+        token = admin.issue_token(conn, user_id)
+    print(json.dumps({"id": user_id, "name": args.name, "token": token}))
+    return 0
+
+
+def cmd_token_issue(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        print(admin.issue_token(conn, args.user_id))
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        print(json.dumps({"revoked": admin.revoke_tokens(conn, args.user_id)}))
+    return 0
+
+
+def cmd_subscription_set(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        admin.set_subscription(conn, args.user_id, args.event_type, args.state == "on")
+    return 0
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        print(json.dumps({"purged": admin.purge_read_notifications(conn, args.older_than)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifications",
+        description="Notification service for test scenarios. Every command reads DATABASE_URL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Settings, argparse.Namespace], int], help: str,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("dev", cmd_dev, "embedded PostgreSQL (unless DATABASE_URL), listener and API, until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8000)
+    add("migrate", cmd_migrate, "alembic upgrade head on DATABASE_URL")
+    add("listen", cmd_listen, "run the listener daemon until SIGTERM/SIGINT")
+    p = add("serve", cmd_serve, "serve the HTTP API under gunicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--threads", type=_positive_int, default=8)
+
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    p = add("create", cmd_user_create, "create a user and print its first API token", user_sub)
+    p.add_argument("name")
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    p = add("issue", cmd_token_issue, "print a new API token for a user (shown once)", token_sub)
+    p.add_argument("user_id", type=_positive_int)
+    p = add("revoke", cmd_token_revoke, "revoke every token of a user", token_sub)
+    p.add_argument("user_id", type=_positive_int)
+
+    subs = sub.add_parser("subscription", help="manage a user's subscriptions")
+    subs_sub = subs.add_subparsers(dest="subscription_command", required=True, metavar="COMMAND")
+    p = add("set", cmd_subscription_set, "enable or disable an event type for a user", subs_sub)
+    p.add_argument("user_id", type=_positive_int)
+    p.add_argument("event_type")
+    p.add_argument("state", choices=["on", "off"])
+
+    p = add("purge", cmd_purge, "delete read notifications older than a duration")
+    p.add_argument("--older-than", type=_duration, required=True, help="e.g. 30d, 12h, 15m")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format, settings.log_level)
+        return int(args.func(settings, args))
+    except (ConfigError, CliError) as exc:
+        print(f"notifications: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc))
+        message = " ".join(message.split()) or type(exc).__name__
+        print(f"notifications: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

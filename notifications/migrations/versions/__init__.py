@@ -1,0 +1,1 @@
+"""Alembic revisions. Each applies frozen, versioned SQL files (see docs/migrations.md)."""

@@ -1,0 +1,1 @@
+"""SQL shipped with the package; see docs/migrations.md for the freezing rule."""
