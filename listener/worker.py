@@ -8,6 +8,7 @@ reconnect with backoff, and every (re)connect starts with a catch-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 
 from listener import metrics
-from listener.sdnotify import SdNotifier
+from listener.sdnotify import SdNotifier, watchdog_interval
 from notifications.db import connect
 
 log = logging.getLogger("notifications.listener")
@@ -47,6 +48,10 @@ class Listener:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.notifier = notifier or SdNotifier()
+        # systemd kills the service when WATCHDOG=1 stops for WatchdogSec; every wait and
+        # every backoff sleep is capped at half of that so a quiet loop still pings in time.
+        ping_every = watchdog_interval() if self.notifier.enabled else None
+        self.max_wait = min(poll_interval, ping_every) if ping_every else poll_interval
         self.max_backoff = max_backoff
         self.name = f"{name} {os.getpid()}"
         self.ready = threading.Event()
@@ -61,10 +66,8 @@ class Listener:
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return. Safe from a signal handler."""
         self._stop.set()
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass
 
     @property
     def stopping(self) -> bool:
@@ -81,7 +84,11 @@ class Listener:
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        log.info("listener starting (poll every %.1fs, batches of %d)", self.poll_interval, self.batch_size)
+        log.info(
+            "listener starting (poll every %.1fs, batches of %d)",
+            self.poll_interval,
+            self.batch_size,
+        )
         try:
             while not self.stopping:
                 try:
@@ -98,7 +105,9 @@ class Listener:
                     self._attempt += 1
                     log.warning(
                         "database connection lost (%s); reconnecting in %.2fs",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        str(exc).strip().splitlines()[0]
+                        if str(exc).strip()
+                        else type(exc).__name__,
                         delay,
                     )
                     self.notifier.status(f"reconnecting: {type(exc).__name__}")
@@ -129,7 +138,7 @@ class Listener:
 
             probe_sent_at: float | None = None
             while not self.stopping:
-                readable = self._wait(listen_conn.fileno(), self.poll_interval)
+                readable = self._wait(listen_conn.fileno(), self.max_wait)
                 if self.stopping:
                     break
                 hint = False
@@ -162,7 +171,10 @@ class Listener:
         return fileno in ready
 
     def _sleep(self, seconds: float) -> None:
-        select.select([self._wake_r], [], [], seconds)
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            select.select([self._wake_r], [], [], min(left, self.max_wait))
+            self.notifier.watchdog()
 
     # -- fan-out ---------------------------------------------------------------------------
 
@@ -183,14 +195,20 @@ class Listener:
                 metrics.EVENT_LAG.observe(lag)
                 written += count
                 log.debug(
-                    "event %d fanned out to %d users after %.3fs", event_id, count, lag,
+                    "event %d fanned out to %d users after %.3fs",
+                    event_id,
+                    count,
+                    lag,
                     extra={"event_id": event_id, "notifications": count},
                 )
             metrics.EVENTS_PROCESSED.inc(len(rows))
             metrics.NOTIFICATIONS_WRITTEN.inc(written)
             log.info(
                 "fanned out events %d..%d (%d events, %d notifications)",
-                rows[0][0], rows[-1][0], len(rows), written,
+                rows[0][0],
+                rows[-1][0],
+                len(rows),
+                written,
                 extra={"event_ids": [r[0] for r in rows], "notifications": written},
             )
             done += len(rows)

@@ -1,4 +1,4 @@
-"""The `notifications` command line. Operator mistakes end in one line on stderr, not a traceback."""
+"""The `notifications` command line: operator mistakes end in one line on stderr."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -18,6 +18,13 @@ from notifications.db import check_url, connect
 
 class CliError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage before an error; the contract wants one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -41,12 +48,23 @@ _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
 def _duration(text: str) -> str:
     """'30d' -> '30 days' (a PostgreSQL interval)."""
     match = _DURATION.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration like 30d, 12h or 15m: {text!r}")
     return f"{match.group(1)} {_UNITS[match.group(2)]}"
+
+
+def _duration_seconds(text: str) -> float:
+    """'15m' -> 900.0"""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration like 30d, 12h or 15m: {text!r}")
+    return float(int(match.group(1)) * _SECONDS[match.group(2)])
 
 
 def _db(settings: Settings) -> psycopg.Connection[Any]:
@@ -59,10 +77,10 @@ def _db(settings: Settings) -> psycopg.Connection[Any]:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from notifications import migrate
-
     url = settings.require_database_url()
     check_url(url)
+    from notifications import migrate
+
     migrate.upgrade(url)
     print(f"database at revision {migrate.head_revision()}")
     return 0
@@ -120,20 +138,51 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backlog(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        backlog = admin.backlog(conn)
+    print(json.dumps(backlog))
+    if args.max_age is not None and backlog["oldest_age_seconds"] > args.max_age:
+        # A monitoring check (cron, Nagios-style) reads the exit status.
+        print(
+            f"notifications: error: oldest unprocessed event is "
+            f"{backlog['oldest_age_seconds']:.0f}s old (limit {args.max_age:.0f}s)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_listeners(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        print(json.dumps(admin.listeners(conn)))
+    return 0
+
+
+def cmd_event_redeliver(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        admin.redeliver_event(conn, args.event_id)
+    print(json.dumps({"redelivered": args.event_id}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="notifications",
         description="Notification service for test scenarios. Every command reads DATABASE_URL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[Settings, argparse.Namespace], int], help: str,
-            parent: Any = sub) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[Settings, argparse.Namespace], int], help: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         return p
 
-    p = add("dev", cmd_dev, "embedded PostgreSQL (unless DATABASE_URL), listener and API, until Ctrl-C")
+    p = add(
+        "dev", cmd_dev, "embedded PostgreSQL (unless DATABASE_URL), listener and API, until Ctrl-C"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
     add("migrate", cmd_migrate, "alembic upgrade head on DATABASE_URL")
@@ -165,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("purge", cmd_purge, "delete read notifications older than a duration")
     p.add_argument("--older-than", type=_duration, required=True, help="e.g. 30d, 12h, 15m")
+
+    p = add("backlog", cmd_backlog, "print the unprocessed events and the age of the oldest")
+    p.add_argument(
+        "--max-age",
+        type=_duration_seconds,
+        help="exit with status 1 when the oldest unprocessed event is older (e.g. 5m)",
+    )
+    add("listeners", cmd_listeners, "print the listener processes connected to the database")
+
+    event = sub.add_parser("event", help="manage scenario events")
+    event_sub = event.add_subparsers(dest="event_command", required=True, metavar="COMMAND")
+    p = add("redeliver", cmd_event_redeliver, "put an event back in the backlog", event_sub)
+    p.add_argument("event_id", type=_positive_int)
     return parser
 
 
@@ -179,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"notifications: error: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
-        message = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc))
+        message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)
         message = " ".join(message.split()) or type(exc).__name__
         print(f"notifications: error: {message}", file=sys.stderr)
         return 1

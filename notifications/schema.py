@@ -41,11 +41,15 @@ api_tokens = Table(
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column(
-        "user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
     ),
     Column("token_hash", LargeBinary, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    Index("api_tokens_user_id_idx", "user_id"),
 )
 
 event_types = Table(
@@ -74,9 +78,7 @@ subscriptions = Table(
     "subscriptions",
     metadata,
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column(
-        "event_type", Text, ForeignKey("event_types.name", ondelete="CASCADE"), nullable=False
-    ),
+    Column("event_type", Text, ForeignKey("event_types.name", ondelete="CASCADE"), nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("user_id", "event_type"),
@@ -98,7 +100,10 @@ scenario_events = Table(
     Column("status", Text),
     Column("actor_id", BigInteger, ForeignKey("users.id", ondelete="SET NULL")),
     Column(
-        "occurred_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+        "occurred_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.clock_timestamp(),
     ),
     Column("processed_at", DateTime(timezone=True)),
     Column("fanout_count", Integer),

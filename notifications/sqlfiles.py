@@ -34,3 +34,30 @@ def released() -> dict[str, str]:
             sha, path = line.split()
             manifest[path] = sha
     return manifest
+
+
+def all_files() -> list[str]:
+    """Every SQL file shipped, as 'sql/...' and 'triggers/...' paths."""
+    found = []
+    for top, package in _PACKAGES.items():
+        root = resources.files(package)
+        stack = [(root, top)]
+        while stack:
+            node, prefix = stack.pop()
+            for child in node.iterdir():
+                if child.is_dir() and child.name != "__pycache__":
+                    stack.append((child, f"{prefix}/{child.name}"))
+                elif child.name.endswith(".sql"):
+                    found.append(f"{prefix}/{child.name}")
+    return sorted(found)
+
+
+def freeze() -> str:
+    """The manifest text for the files as they are now (run when releasing a revision)."""
+    lines = ["# sha256 of every released SQL file; see docs/migrations.md. Never edit by hand."]
+    lines += [f"{digest(path)}  {path}" for path in all_files()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(freeze(), end="")

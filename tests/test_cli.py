@@ -1,0 +1,64 @@
+"""The `notifications` console script, run as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import psycopg
+
+from notifications import migrate
+
+
+def cli(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url is not None:
+        env["DATABASE_URL"] = url
+    return subprocess.run(
+        [".venv/bin/notifications", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_brings_an_empty_database_to_head(empty_database_url: str) -> None:
+    result = cli("migrate", url=empty_database_url)
+    assert result.returncode == 0, result.stderr
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision()
+    # Running it again is harmless.
+    assert cli("migrate", url=empty_database_url).returncode == 0
+
+
+def test_user_create_and_token_issue(database_url: str, db: psycopg.Connection[Any]) -> None:
+    result = cli("user", "create", "alice", url=database_url)
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert created["name"] == "alice"
+    assert db.execute("SELECT authenticate_token_v1(%s)", [created["token"]]).fetchone() == (
+        created["id"],
+    )
+
+    issued = cli("token", "issue", str(created["id"]), url=database_url)
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert token.startswith("ntf_") and token != created["token"]
+    assert db.execute("SELECT authenticate_token_v1(%s)", [token]).fetchone() == (created["id"],)
+    # Only hashes are stored.
+    stored = db.execute(
+        "SELECT count(*) FROM api_tokens WHERE token_hash = convert_to(%s, 'UTF8')", [token]
+    ).fetchone()
+    assert stored == (0,)
+
+
+def test_duplicate_user_is_a_one_line_error(database_url: str) -> None:
+    assert cli("user", "create", "bob", url=database_url).returncode == 0
+    result = cli("user", "create", "bob", url=database_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "notifications: error: user 'bob' already exists"
+
+
+def test_missing_database_url_is_a_one_line_error() -> None:
+    result = cli("migrate", url=None)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "DATABASE_URL is not set" in result.stderr

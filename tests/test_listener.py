@@ -1,0 +1,127 @@
+"""The listener loop: NOTIFY round trip, polling, catch-up, several listeners, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from tests.conftest import wait_until
+
+
+def count(db: psycopg.Connection[Any], sql: str = "SELECT count(*) FROM user_notifications") -> int:
+    row = db.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_psql_insert_reaches_subscribers_well_within_a_second(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
+) -> None:
+    make_user("alice")
+    make_user("bob")
+    # A long poll interval: only the NOTIFY can make this fast.
+    start_listener(poll_interval=30)
+    started = time.monotonic()
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('Checkout')")
+    wait_until(lambda: count(db) == 2, timeout=1.0, interval=0.005)
+    assert time.monotonic() - started < 1.0
+    lag = db.execute(
+        "SELECT extract(epoch FROM processed_at - occurred_at) FROM scenario_events"
+    ).fetchone()
+    assert lag is not None and lag[0] < 0.5
+
+
+def test_poll_delivers_without_notify(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
+) -> None:
+    make_user("bob")
+    start_listener(poll_interval=0.3)
+    # Written with the triggers' NOTIFY bypassed: only the poll can find it.
+    db.execute("ALTER TABLE test_scenarios DISABLE TRIGGER USER")
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('quiet')")
+    db.execute("ALTER TABLE test_scenarios ENABLE TRIGGER USER")
+    db.execute(
+        "INSERT INTO scenario_events (event_type, scenario_id, scenario_name)"
+        " SELECT 'scenario.created', id, name FROM test_scenarios"
+    )
+    wait_until(lambda: count(db) == 1, timeout=3)
+
+
+def test_catch_up_after_restart(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
+) -> None:
+    make_user("bob")
+    make_user("carol")
+    first = start_listener()
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
+    wait_until(lambda: count(db) == 2)
+    first.stop()
+    db.execute("INSERT INTO test_scenarios (name) SELECT 's' || i FROM generate_series(1, 300) i")
+    time.sleep(0.3)
+    assert count(db) == 2  # nobody listening
+    start_listener(poll_interval=30)  # catch-up happens on start, not on a poll
+    wait_until(lambda: count(db) == 602, timeout=2)
+    assert count(db, "SELECT count(*) FROM scenario_events WHERE processed_at IS NULL") == 0
+
+
+def test_two_listeners_on_one_backlog(
+    db: psycopg.Connection[Any], start_listener: Callable[..., Any]
+) -> None:
+    db.execute("INSERT INTO users (name) SELECT 'u' || i FROM generate_series(1, 30) i")
+    start_listener(batch_size=5)
+    start_listener(batch_size=5)
+    for i in range(20):
+        db.execute(
+            "INSERT INTO test_scenarios (name) SELECT 's' || g FROM generate_series(1, 25) g"
+        )
+    wait_until(lambda: count(db) == 500 * 30, timeout=10)
+    assert count(db, "SELECT sum(fanout_count) FROM scenario_events") == 500 * 30
+    assert count(db, "SELECT count(*) FROM scenario_events WHERE processed_at IS NULL") == 0
+
+
+def test_listener_process_exits_zero_on_sigterm(
+    database_url: str, db: psycopg.Connection[Any], make_user: Callable[..., int]
+) -> None:
+    make_user("bob")
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('before start')")
+    env = {**os.environ, "DATABASE_URL": database_url, "POLL_INTERVAL": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notifications.cli", "listen"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: count(db) == 1, timeout=10)
+        db.execute("INSERT INTO test_scenarios (name) VALUES ('while running')")
+        wait_until(lambda: count(db) == 2, timeout=3)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "listener stopped" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_listener_fails_fast_on_unreachable_database() -> None:
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "notifications.cli", "listen"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("notifications: error:")
