@@ -21,9 +21,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
     app.config.update(overrides)
 
-    from app import database, errors, health
+    from app import api, database, errors, health, inbox
 
     database.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(inbox.bp)
     return app

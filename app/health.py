@@ -2,13 +2,82 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, text
 
 from app.database import engine
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger("notifications.api")
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the database at scrape time.
+
+    The API never fans out, but it is the process that is always scraped: the backlog and
+    the connected listeners seen from the database are what alerts are written on, and they
+    are the same whichever API worker answers.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "notifications_db_up", "1 when the database answered the last scrape, else 0"
+        )
+        try:
+            with self._engine.connect() as conn:
+                # A scrape must not hang on a struggling database.
+                conn.execute(text("SET LOCAL statement_timeout = '2s'"))
+                row = conn.execute(
+                    text(
+                        "SELECT b.unprocessed_events,"
+                        " extract(epoch FROM b.oldest_age)::double precision,"
+                        " (SELECT count(DISTINCT a.listener_pid) FROM listener_activity a)"
+                        " FROM notification_backlog b"
+                    )
+                ).one()
+                conn.rollback()
+        except Exception as exc:  # unreachable or not migrated: report it as a metric
+            log.warning("metrics: database query failed: %s", str(exc).splitlines()[0])
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily(
+            "notifications_db_backlog_events",
+            "Scenario events not yet fanned out (notification_backlog.unprocessed_events)",
+            value=row[0],
+        )
+        yield GaugeMetricFamily(
+            "notifications_db_backlog_oldest_age_seconds",
+            "Age of the oldest scenario event not yet fanned out, 0 when none",
+            value=row[1],
+        )
+        yield GaugeMetricFamily(
+            "notifications_db_listeners",
+            "Listener processes connected to the database (listener_activity)",
+            value=row[2],
+        )
+
+
+def _app_registry() -> CollectorRegistry:
+    # A registry per app, not the global one: tests and `dev` build several apps in one
+    # process, and the global registry refuses a second collector with the same names.
+    registry = current_app.extensions.get("metrics_registry")
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DatabaseCollector(engine()))
+        current_app.extensions["metrics_registry"] = registry
+    return registry
 
 
 @bp.get("/healthz")
@@ -25,12 +94,22 @@ def readyz() -> tuple[Response, int]:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except Exception as exc:  # any failure to reach or read the database means not ready
         current_app.logger.warning("not ready: %s", str(exc).splitlines()[0] if str(exc) else exc)
-        return jsonify({"status": "unavailable", "reason": "database unreachable or not migrated"}), 503
+        return jsonify(
+            {"status": "unavailable", "reason": "database unreachable or not migrated"}
+        ), 503
     if revision != head_revision():
-        return jsonify({"status": "unavailable", "reason": f"database at {revision}, code expects {head_revision()}"}), 503
+        return jsonify(
+            {
+                "status": "unavailable",
+                "reason": f"database at {revision}, code expects {head_revision()}",
+            }
+        ), 503
     return jsonify({"status": "ready", "revision": revision}), 200
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    # The process-wide registry (process metrics; the listener's too when `notifications dev`
+    # runs both in one process) followed by this app's database gauges.
+    body = generate_latest(REGISTRY) + generate_latest(_app_registry())
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

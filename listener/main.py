@@ -6,7 +6,7 @@ from prometheus_client import start_http_server
 
 from listener.sdnotify import SdNotifier
 from listener.worker import Listener
-from notifications.config import Settings
+from notifications.config import ConfigError, Settings
 from notifications.db import check_url
 
 
@@ -24,7 +24,20 @@ def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Li
 def run_listener(settings: Settings) -> int:
     listener = build_listener(settings)
     listener.install_signal_handlers()
+    server = None
     if settings.listener_metrics_port:
-        start_http_server(settings.listener_metrics_port, addr="127.0.0.1")
-    listener.run()
+        # Loopback only: the metrics are not secret, but nothing outside this host needs
+        # them unless a scraper is set up there (then put a reverse proxy in front).
+        try:
+            server, _thread = start_http_server(settings.listener_metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            raise ConfigError(
+                f"LISTENER_METRICS_PORT {settings.listener_metrics_port}: {exc.strerror or exc}"
+            ) from None
+    try:
+        listener.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0

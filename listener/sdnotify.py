@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -25,11 +26,9 @@ class SdNotifier:
     def send(self, message: str) -> None:
         if self._socket is None or self._address is None:
             return
-        try:
+        # systemd gone or its socket full: the service must keep working regardless.
+        with contextlib.suppress(OSError):
             self._socket.sendto(message.encode(), self._address)
-        except OSError:
-            # systemd gone or socket full: the service must keep working regardless.
-            pass
 
     def ready(self, status: str = "") -> None:
         self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))

@@ -77,7 +77,7 @@ def test_two_listeners_on_one_backlog(
     db.execute("INSERT INTO users (name) SELECT 'u' || i FROM generate_series(1, 30) i")
     start_listener(batch_size=5)
     start_listener(batch_size=5)
-    for i in range(20):
+    for _i in range(20):
         db.execute(
             "INSERT INTO test_scenarios (name) SELECT 's' || g FROM generate_series(1, 25) g"
         )

@@ -57,8 +57,8 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     url = empty_database_url
     migrate.upgrade(url)
     first = _objects(url)
-    assert CONTRACT_TABLES <= first["tables"]
-    assert CONTRACT_FUNCTIONS <= first["functions"]
+    assert first["tables"] >= CONTRACT_TABLES
+    assert first["functions"] >= CONTRACT_FUNCTIONS
     assert "notification_backlog" in first["views"]
     assert migrate.current_revision(url) == migrate.head_revision()
 
