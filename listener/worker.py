@@ -84,11 +84,8 @@ class Listener:
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        log.info(
-            "listener starting (poll every %.1fs, batches of %d)",
-            self.poll_interval,
-            self.batch_size,
-        )
+        # Nothing is logged before the first connection: a listener that cannot start ends
+        # in the CLI's one-line error alone.
         try:
             while not self.stopping:
                 try:
@@ -112,11 +109,23 @@ class Listener:
                     )
                     self.notifier.status(f"reconnecting: {type(exc).__name__}")
                     self._sleep(delay)
+                except psycopg.Error as exc:
+                    # A database error that is not a lost connection (a deadlock, a
+                    # statement timeout, a missing migration). Before the first catch-up
+                    # it is a set-up mistake: fail. After, keep the daemon up and retry.
+                    if self.stopping or not self.ready.is_set():
+                        raise
+                    metrics.RECONNECTS.inc()
+                    delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
+                    self._attempt += 1
+                    log.error("fan-out failed (%s); retrying in %.2fs", exc, delay)
+                    self._sleep(delay)
         finally:
             self.notifier.stopping()
             os.close(self._wake_r)
             os.close(self._wake_w)
-            log.info("listener stopped")
+            if self.ready.is_set():
+                log.info("listener stopped")
 
     def _session(self) -> None:
         with (
@@ -132,9 +141,15 @@ class Listener:
             if not self.ready.is_set():
                 self.ready.set()
                 self.notifier.ready("listening")
+                log.info(
+                    "listening on %s (poll every %.1fs, batches of %d)",
+                    CHANNEL,
+                    self.poll_interval,
+                    self.batch_size,
+                )
             else:
                 self.notifier.status("listening")
-            log.info("listening on %s", CHANNEL)
+                log.info("listening on %s", CHANNEL)
 
             probe_sent_at: float | None = None
             while not self.stopping:
