@@ -8,6 +8,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from app import create_app
+from notifications import logs
 from notifications.config import Settings
 
 
@@ -36,5 +37,6 @@ def serve(settings: Settings, host: str, port: int, workers: int = 2, threads: i
             "accesslog": "-",
             "graceful_timeout": 20,
             "timeout": 30,
+            "logconfig_dict": logs.logging_dict(settings.log_format, settings.log_level),
         },
     ).run()

@@ -26,8 +26,8 @@ def run_listener(settings: Settings) -> int:
     listener.install_signal_handlers()
     server = None
     if settings.listener_metrics_port:
-        # Loopback only: the metrics are not secret, but nothing outside this host needs
-        # them unless a scraper is set up there (then put a reverse proxy in front).
+        # Loopback only: an unauthenticated HTTP port should not face the network by
+        # default; a Prometheus on another host scrapes it through an SSH tunnel or proxy.
         try:
             server, _thread = start_http_server(settings.listener_metrics_port, addr="127.0.0.1")
         except OSError as exc:

