@@ -1,0 +1,387 @@
+"""The web inbox at `/`, driven in Debian's Chromium through Playwright against a live server,
+a real database and an in-process listener."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from app import create_app
+from notifications.config import Settings
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# The page polls every 2 s; a listener round trip adds well under a second.
+LIVE = 10_000
+
+
+@dataclass
+class Live:
+    url: str
+    app: Flask
+    server: BaseWSGIServer
+
+
+@dataclass
+class PageWatch:
+    """What the page reported on its own: uncaught errors and console errors."""
+
+    errors: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live(database_url: str) -> Iterator[Live]:
+    app = create_app(Settings(database_url=database_url))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Live(f"http://127.0.0.1:{server.server_port}", app, server)
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+    app.extensions["engine"].dispose()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[tuple[Page, PageWatch]]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(LIVE)
+    watch = PageWatch()
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: watch.console.append(msg.text) if msg.type == "error" else None,
+    )
+    yield page, watch
+    context.close()
+    assert watch.errors == [], "uncaught errors in the page"
+    assert not [m for m in watch.console if "Content Security Policy" in m], watch.console
+
+
+def token_for(db: psycopg.Connection[Any], user_id: int) -> str:
+    row = db.execute("SELECT issue_token(%s)", [user_id]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def client_as(live: Live, token: str) -> Callable[..., Any]:
+    """A JSON caller for the API as the given user (Flask's test client, same app)."""
+    client: FlaskClient = live.app.test_client()
+
+    def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        response = client.open(
+            "/api/v1" + path,
+            method=method,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == status, response.get_data(as_text=True)
+        return response.get_json(silent=True)
+
+    return call
+
+
+def sign_in(page: Page, live: Live, token: str) -> None:
+    page.goto(live.url + "/")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def test_bob_follows_alice_live(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., int],
+    start_listener: Callable[..., Any],
+) -> None:
+    browser_page, _ = page
+    alice_id, bob_id = make_user("alice"), make_user("bob")
+    alice = client_as(live, token_for(db, alice_id))
+    start_listener()
+
+    sign_in(browser_page, live, token_for(db, bob_id))
+    expect(browser_page.locator("#whoami")).to_have_text("bob")
+    badge = browser_page.get_by_test_id("unread-count")
+    items = browser_page.get_by_test_id("notification")
+    expect(badge).to_have_text("0")
+    expect(browser_page.get_by_text("No notifications yet.")).to_be_visible()
+    expect(browser_page.get_by_label("scenario.executed", exact=True)).to_be_checked()
+
+    # Alice works; bob's page follows without a reload.
+    scenario = alice("POST", "/scenarios", {"name": "Checkout"}, status=201)
+    alice("POST", f"/scenarios/{scenario['id']}/executions", {"status": "failed"}, status=201)
+    expect(items).to_have_count(2, timeout=LIVE)
+    expect(badge).to_have_text("2")
+    expect(items.nth(0)).to_contain_text("alice executed scenario 'Checkout': failed")
+    expect(items.nth(0)).to_contain_text("scenario.executed")
+    expect(items.nth(1)).to_contain_text("scenario.created")
+    for i in range(2):
+        expect(items.nth(i)).to_have_attribute("data-unread", "true")
+    # The scenarios panel follows other people's changes too.
+    expect(browser_page.get_by_test_id("scenario")).to_contain_text(["Checkout"])
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Mark one read from the keyboard: the badge drops and the item is no longer marked.
+    newest = items.nth(0)
+    newest.get_by_role("button", name="Mark as read").focus()
+    browser_page.keyboard.press("Enter")
+    expect(badge).to_have_text("1")
+    expect(newest).to_have_attribute("data-unread", "false")
+    expect(newest.get_by_role("button", name="Mark as unread")).to_be_focused()
+    expect(items.nth(1)).to_have_attribute("data-unread", "true")
+    browser_page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+
+    # Mark all as read covers only what is on screen: up to the newest id shown.
+    shown = [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.id)")]
+    with browser_page.expect_request("**/api/v1/notifications/read-all") as request:
+        browser_page.get_by_role("button", name="Mark all as read").click()
+    assert request.value.post_data_json == {"up_to": max(shown)}
+    expect(badge).to_have_text("0")
+    expect(browser_page.locator('[data-testid="notification"][data-unread="true"]')).to_have_count(
+        0
+    )
+    expect(browser_page.locator("#inbox-status")).to_have_text("Marked 1 as read.")
+
+    # Bob switches off executions: a new execution no longer reaches him, a creation does.
+    switch = browser_page.get_by_label("scenario.executed", exact=True)
+    with browser_page.expect_response(re.compile(r"/api/v1/preferences/scenario\.executed$")):
+        switch.uncheck()
+    expect(browser_page.locator("#prefs-status")).to_contain_text("no longer be notified")
+    expect(switch).not_to_be_checked()
+    row = db.execute(
+        "SELECT enabled FROM subscriptions WHERE user_id = %s AND event_type = 'scenario.executed'",
+        [bob_id],
+    ).fetchone()
+    assert row == (False,)
+
+    alice("POST", f"/scenarios/{scenario['id']}/executions", {"status": "passed"}, status=201)
+    alice("POST", "/scenarios", {"name": "Login"}, status=201)
+    wait_until(
+        lambda: (
+            db.execute(
+                "SELECT count(*) = 0 FROM scenario_events WHERE processed_at IS NULL"
+            ).fetchone()
+            == (True,)
+        ),
+        timeout=LIVE / 1000,
+    )
+    expect(items.nth(0)).to_contain_text("alice created scenario 'Login'", timeout=LIVE)
+    # Both events were fanned out before that poll, so one more poll shows the whole truth.
+    with browser_page.expect_response("**/api/v1/notifications/unread-count"):
+        pass
+    expect(items).to_have_count(3)
+    expect(badge).to_have_text("1")
+    expect(items.nth(0)).to_have_attribute("data-unread", "true")
+    expect(items.filter(has_text="passed")).to_have_count(0)
+
+
+def test_scenarios_panel_notifies_others(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., int],
+    start_listener: Callable[..., Any],
+) -> None:
+    browser_page, _ = page
+    alice_id, bob_id = make_user("alice"), make_user("bob")
+    alice = client_as(live, token_for(db, alice_id))
+    start_listener()
+    sign_in(browser_page, live, token_for(db, bob_id))
+
+    # An empty name is refused in the page, before any request.
+    browser_page.get_by_role("button", name="Create scenario").click()
+    expect(browser_page.locator("#scenarios-status")).to_have_text("Give the scenario a name.")
+
+    browser_page.get_by_label("Name", exact=True).fill("Signup")
+    browser_page.get_by_label("Description").fill("new account flow")
+    browser_page.get_by_role("button", name="Create scenario").click()
+    row = browser_page.get_by_test_id("scenario").filter(has_text="Signup")
+    expect(row).to_contain_text("never run")
+    browser_page.get_by_role("button", name="Record a passed run of Signup").click()
+    expect(row).to_contain_text("last run passed")
+    delete = browser_page.get_by_role("button", name="Delete Signup")
+    delete.click()
+    expect(delete).to_have_text("Confirm delete")
+    delete.click()
+    expect(row).to_have_count(0)
+    expect(browser_page.locator("#scenarios-status")).to_have_text('Deleted "Signup".')
+
+    # Bob's own actions reach alice, not bob.
+    def alice_feed() -> list[str]:
+        page_ = alice("GET", "/notifications?limit=10")
+        return [n["message"] for n in page_["items"]]
+
+    messages = wait_until(
+        lambda: (feed := alice_feed()) and len(feed) == 3 and feed, timeout=LIVE / 1000
+    )
+    assert [m.split(" scenario ")[0] for m in messages] == [
+        "bob deleted",
+        "bob executed",
+        "bob created",
+    ]
+    assert all("'Signup'" in m for m in messages)
+    expect(browser_page.get_by_test_id("unread-count")).to_have_text("0")
+    expect(browser_page.get_by_test_id("notification")).to_have_count(0)
+
+
+def test_paging_and_mark_all_covers_only_what_was_seen(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., int],
+    fan_out: Callable[[], int],
+) -> None:
+    browser_page, _ = page
+    alice_id, bob_id = make_user("alice"), make_user("bob")
+    alice = client_as(live, token_for(db, alice_id))
+    for i in range(25):
+        alice("POST", "/scenarios", {"name": f"Case {i:02}"}, status=201)
+    assert fan_out() == 25
+    # Frozen timers: the page polls only when it decides to, never behind the test's back.
+    browser_page.clock.install()
+    sign_in(browser_page, live, token_for(db, bob_id))
+    items = browser_page.get_by_test_id("notification")
+    badge = browser_page.get_by_test_id("unread-count")
+    expect(items).to_have_count(20)
+    expect(items.nth(0)).to_contain_text("'Case 24'")
+    expect(badge).to_have_text("25")
+
+    # Something arrives that bob has not seen yet; "Mark all as read" must leave it unread.
+    alice("POST", "/scenarios", {"name": "Late"}, status=201)
+    assert fan_out() == 1
+    expect(items).to_have_count(20)
+    browser_page.get_by_role("button", name="Mark all as read").click()
+    expect(browser_page.locator("#inbox-status")).to_have_text("Marked 25 as read.")
+    expect(items).to_have_count(21)
+    expect(items.nth(0)).to_contain_text("'Late'")
+    expect(items.nth(0)).to_have_attribute("data-unread", "true")
+    expect(badge).to_have_text("1")
+    row = db.execute(
+        "SELECT count(*) FROM user_notifications WHERE user_id = %s AND read_at IS NULL", [bob_id]
+    ).fetchone()
+    assert row == (1,)
+
+    # Older pages on demand, until there are none.
+    load_more = browser_page.get_by_role("button", name="Load more")
+    load_more.click()
+    expect(items).to_have_count(26)
+    expect(items.nth(25)).to_contain_text("'Case 00'")
+    expect(load_more).to_be_hidden()
+    expect(items.nth(25)).to_have_attribute("data-unread", "false")
+
+
+def test_bad_token_and_server_trouble(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., int],
+) -> None:
+    browser_page, _ = page
+    bob_id = make_user("bob")
+    # Timers advance only when told to, so each retry below happens exactly when intended.
+    browser_page.clock.install()
+
+    # A wrong token never gets past the sign-in form, and is not kept.
+    browser_page.goto(live.url + "/")
+    browser_page.get_by_label("API token").fill("ntf_not-a-real-token")
+    browser_page.get_by_role("button", name="Sign in").click()
+    expect(browser_page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible()
+    expect(browser_page.get_by_role("button", name="Sign out")).to_be_hidden()
+    assert browser_page.evaluate("localStorage.length") == 0
+
+    # A good token is kept across reloads.
+    sign_in(browser_page, live, token_for(db, bob_id))
+    browser_page.reload()
+    expect(browser_page.locator("#whoami")).to_have_text("bob")
+    expect(browser_page.get_by_test_id("unread-count")).to_have_text("0")
+
+    # The server fails, then goes away: a banner, and the page keeps retrying until it is back.
+    banner = browser_page.locator("#banner")
+    expect(banner).to_be_hidden()
+    browser_page.route(
+        "**/api/v1/**",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": {"code": "unavailable", "message": "down for a moment"}}',
+        ),
+    )
+    browser_page.clock.run_for(2_000)
+    expect(banner).to_contain_text("The server is having trouble (HTTP 503)")
+    expect(banner).to_have_attribute("role", "alert")
+    browser_page.unroute("**/api/v1/**")
+    browser_page.route("**/api/v1/**", lambda route: route.abort("connectionrefused"))
+    browser_page.clock.run_for(10_000)
+    expect(banner).to_contain_text("Cannot reach the server")
+    browser_page.clock.run_for(10_000)
+    expect(banner).to_contain_text("Cannot reach the server")
+    browser_page.unroute("**/api/v1/**")
+    browser_page.clock.run_for(10_000)
+    expect(banner).to_be_hidden()
+    expect(browser_page.locator("#whoami")).to_have_text("bob")
+
+    # The token is revoked while bob is signed in: back to sign-in, with the reason.
+    db.execute("SELECT revoke_tokens(%s)", [bob_id])
+    browser_page.clock.run_for(2_000)
+    expect(browser_page.get_by_label("API token")).to_be_visible()
+    expect(browser_page.locator("#sign-in-error")).to_contain_text("no longer accepted")
+    assert browser_page.evaluate("localStorage.length") == 0
+
+    # Signing out forgets the token.
+    sign_in(browser_page, live, token_for(db, bob_id))
+    browser_page.get_by_role("button", name="Sign out").click()
+    expect(browser_page.get_by_label("API token")).to_be_focused()
+    assert browser_page.evaluate("localStorage.length") == 0
+
+
+def test_page_headers(live: Live) -> None:
+    response = live.app.test_client().get("/")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "'unsafe-inline'" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    for asset in ("/static/inbox.js", "/static/inbox.css"):
+        asset_response = live.app.test_client().get(asset)
+        assert asset_response.status_code == 200, asset
+        asset_response.close()
+    response.close()
