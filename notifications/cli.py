@@ -34,6 +34,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if value > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"too large for an id: {text!r}")
     return value
 
 
@@ -245,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg.Error as exc:
         message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)
         message = " ".join(message.split()) or type(exc).__name__
+        if isinstance(exc, psycopg.errors.UndefinedFunction | psycopg.errors.UndefinedTable):
+            message += " (is the database migrated? run: notifications migrate)"
         print(f"notifications: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
