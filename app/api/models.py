@@ -1,0 +1,171 @@
+"""The API's request and response shapes: they validate requests and generate the spec."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+# Ids are PostgreSQL bigints; anything outside that range cannot name a row.
+BIGINT_MAX = 2**63 - 1
+
+
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 7.0 is the integer 7 (as JSON Schema says), 7.5 is not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=BIGINT_MAX), BeforeValidator(_whole_number)]
+
+# PostgreSQL text cannot hold NUL, so NUL is an invalid value (422), never a database error.
+# The patterns are written for both pydantic's linear-time engine and JSON Schema generators.
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class Request(BaseModel):
+    """A JSON body: types are strict (a string is not a number) and unknown fields are errors."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Query(BaseModel):
+    """Query strings are text by nature, so numbers are parsed from them; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests
+
+
+class ScenarioCreate(Request):
+    name: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    description: str = Field(default="", max_length=5000, pattern=NO_NUL)
+
+
+class ExecutionCreate(Request):
+    status: Literal["passed", "failed"]
+
+
+class ReadAll(Request):
+    up_to: Id | None = Field(
+        default=None, description="Mark only notifications whose id is at most this one."
+    )
+
+
+class PreferenceUpdate(Request):
+    enabled: bool
+
+
+class FeedQuery(Query):
+    status: Literal["unread", "read", "all"] = "all"
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None,
+        max_length=200,
+        description="next_cursor of the previous page; opaque.",
+    )
+
+
+# Responses
+
+
+class ErrorDetail(Response):
+    code: str
+    message: str
+
+
+class Error(Response):
+    error: ErrorDetail
+
+
+class Me(Response):
+    id: int
+    name: str
+
+
+class Scenario(Response):
+    id: int
+    name: str
+    description: str
+    created_by: int | None
+    created_at: Timestamp
+    last_executed_at: Timestamp | None
+    last_status: Literal["passed", "failed"] | None
+
+
+class ScenarioList(Response):
+    items: list[Scenario]
+
+
+class Ref(Response):
+    id: int
+    name: str
+
+
+class Notification(Response):
+    id: int
+    event_type: str
+    scenario: Ref
+    actor: Ref | None
+    message: str
+    created_at: Timestamp
+    read_at: Timestamp | None
+
+
+class NotificationPage(Response):
+    items: list[Notification]
+    next_cursor: str | None
+
+
+class UnreadCount(Response):
+    unread: int
+
+
+class Updated(Response):
+    updated: int
+
+
+class Preference(Response):
+    event_type: str
+    description: str
+    enabled: bool
+
+
+class PreferenceList(Response):
+    items: list[Preference]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    revision: str | None = None
+    reason: str | None = None
