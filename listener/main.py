@@ -29,7 +29,9 @@ def run_listener(settings: Settings) -> int:
         # Loopback only: an unauthenticated HTTP port should not face the network by
         # default; a Prometheus on another host scrapes it through an SSH tunnel or proxy.
         try:
-            server, _thread = start_http_server(settings.listener_metrics_port, addr="127.0.0.1")
+            server, _thread = start_http_server(
+                settings.listener_metrics_port, addr=settings.listener_metrics_addr
+            )
         except OSError as exc:
             raise ConfigError(
                 f"LISTENER_METRICS_PORT {settings.listener_metrics_port}: {exc.strerror or exc}"

@@ -60,14 +60,18 @@ class Listener:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._attempt = 0
+        self._pipe_lock = threading.Lock()
 
     # -- control ---------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return. Safe from a signal handler."""
         self._stop.set()
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        # After run() has closed the pipe, its descriptor number may belong to another file.
+        with self._pipe_lock:
+            if self._wake_w >= 0:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.write(self._wake_w, b"x")
 
     @property
     def stopping(self) -> bool:
@@ -90,42 +94,36 @@ class Listener:
             while not self.stopping:
                 try:
                     self._session()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except psycopg.Error as exc:
+                    # psycopg files deadlocks, cancels and timeouts under OperationalError
+                    # too, so the class does not tell a lost connection from a failed
+                    # statement; either way the session's connections are gone, and the
+                    # cure is the same: back off, reconnect, catch up.
                     if self.stopping:
                         break
-                    if not self.ready.is_set() and not isinstance(exc, ListenConnectionLost):
-                        # Never connected: a wrong URL or a server that is not there.
-                        # Fail loudly and let the supervisor (systemd) retry.
+                    if not self.ready.is_set():
+                        # Never got through a first catch-up: a wrong URL, a server that
+                        # is not there, an unmigrated database. Fail loudly and let the
+                        # supervisor (systemd) retry.
                         raise
-                    metrics.RECONNECTS.inc()
-                    delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
-                    self._attempt += 1
-                    log.warning(
-                        "database connection lost (%s); reconnecting in %.2fs",
-                        str(exc).strip().splitlines()[0]
-                        if str(exc).strip()
-                        else type(exc).__name__,
-                        delay,
-                    )
-                    self.notifier.status(f"reconnecting: {type(exc).__name__}")
-                    self._sleep(delay)
-                except psycopg.Error as exc:
-                    # A database error that is not a lost connection (a deadlock, a
-                    # statement timeout, a missing migration). Before the first catch-up
-                    # it is a set-up mistake: fail. After, keep the daemon up and retry.
-                    if self.stopping or not self.ready.is_set():
-                        raise
-                    metrics.RECONNECTS.inc()
-                    delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
-                    self._attempt += 1
-                    log.error("fan-out failed (%s); retrying in %.2fs", exc, delay)
-                    self._sleep(delay)
+                    self._back_off(exc)
         finally:
             self.notifier.stopping()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._pipe_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
             if self.ready.is_set():
                 log.info("listener stopped")
+
+    def _back_off(self, exc: psycopg.Error) -> None:
+        metrics.RECONNECTS.inc()
+        delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
+        self._attempt += 1
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("database session failed (%s); reconnecting in %.2fs", reason, delay)
+        self.notifier.status(f"reconnecting: {type(exc).__name__}")
+        self._sleep(delay)
 
     def _session(self) -> None:
         with (
@@ -199,7 +197,7 @@ class Listener:
         while not self.stopping:
             started = time.perf_counter()
             rows = conn.execute(
-                "SELECT event_id, notifications, lag_seconds FROM fan_out_events_v1(%s)",
+                "SELECT event_id, notifications, lag_seconds FROM fan_out_events_v1(%s::integer)",
                 [self.batch_size],
             ).fetchall()
             if not rows:

@@ -5,36 +5,34 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(Exception):
     """An operator-facing configuration mistake (shown as one line, no traceback)."""
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _number(env: dict[str, str], name: str, default: float, maximum: float, kind: type) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {raw!r}")
+        what = "a number" if kind is float else "a whole number"
+        raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
+    # NaN fails every comparison, so it is refused here along with the infinities.
+    if not (0 < value <= maximum):
+        raise ConfigError(f"{name} must be greater than 0 and at most {maximum:g}, not {raw!r}")
     return value
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, not {raw!r}")
-    return value
+def _float(env: dict[str, str], name: str, default: float, maximum: float) -> float:
+    return float(_number(env, name, default, maximum, float))
+
+
+def _int(env: dict[str, str], name: str, default: int, maximum: int) -> int:
+    return int(_number(env, name, default, maximum, int))
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     listener_metrics_port: int | None = None
+    listener_metrics_addr: str = "127.0.0.1"
     max_body_bytes: int = 64 * 1024
     data_dir: Path = field(default_factory=lambda: Path(".data"))
 
@@ -59,12 +58,15 @@ class Settings:
         metrics_port = env.get("LISTENER_METRICS_PORT")
         return cls(
             database_url=env.get("DATABASE_URL") or None,
-            poll_interval=_float(env, "POLL_INTERVAL", 2.0),
-            batch_size=_int(env, "BATCH_SIZE", 100),
+            poll_interval=_float(env, "POLL_INTERVAL", 2.0, maximum=3600),
+            batch_size=_int(env, "BATCH_SIZE", 100, maximum=100_000),
             log_format=log_format,
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            listener_metrics_port=_int(env, "LISTENER_METRICS_PORT", 1) if metrics_port else None,
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
+            listener_metrics_port=(
+                _int(env, "LISTENER_METRICS_PORT", 1, maximum=65535) if metrics_port else None
+            ),
+            listener_metrics_addr=env.get("LISTENER_METRICS_ADDR") or "127.0.0.1",
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, maximum=64 * 1024 * 1024),
             data_dir=Path(env.get("NOTIFICATIONS_DATA_DIR", ".data")),
         )
 

@@ -154,3 +154,50 @@ def test_deleting_a_user_removes_their_notifications(
     fan_out()
     db.execute("DELETE FROM users WHERE id = %s", [bob])
     assert notified(db) == {("carol", "scenario.created")}
+
+
+def test_message_quotes_names_as_written(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], fan_out: Callable[[], int]
+) -> None:
+    bob = make_user("bob")
+    db.execute("INSERT INTO test_scenarios (name) VALUES (%s)", ["O'Brien \\ x"])
+    fan_out()
+    row = db.execute("SELECT message FROM notification_feed WHERE user_id = %s", [bob]).fetchone()
+    assert row == ("Someone created scenario 'O'Brien \\ x'",)
+
+
+def test_user_deleted_during_a_fan_out_keeps_no_rows(
+    database_url: str, db: psycopg.Connection[Any], make_user: Callable[..., int]
+) -> None:
+    bob = make_user("bob")
+    make_user("carol")
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
+    with psycopg.connect(database_url) as fanout:
+        # The fan-out has written bob's row but not committed when his deletion starts.
+        fanout.execute("SELECT * FROM fan_out_events_v1(100)")
+        deleter = threading.Thread(target=lambda: db.execute("DELETE FROM users WHERE id = %s", [bob]))
+        deleter.start()
+        deleter.join(0.3)
+        assert deleter.is_alive(), "the deletion waits for the fan-out in flight"
+        fanout.commit()
+        deleter.join(5)
+    assert notified(db) == {("carol", "scenario.created")}
+
+
+def test_fan_out_waiting_on_a_user_deletion_skips_that_user(
+    database_url: str, db: psycopg.Connection[Any], make_user: Callable[..., int]
+) -> None:
+    bob = make_user("bob")
+    make_user("carol")
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
+    with psycopg.connect(database_url) as deleter:
+        deleter.execute("DELETE FROM users WHERE id = %s", [bob])
+        worker = threading.Thread(
+            target=lambda: db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall()
+        )
+        worker.start()
+        worker.join(0.3)
+        assert worker.is_alive(), "the fan-out waits for the deletion"
+        deleter.commit()
+        worker.join(5)
+    assert notified(db) == {("carol", "scenario.created")}

@@ -125,3 +125,23 @@ def test_listener_fails_fast_on_unreachable_database() -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("notifications: error:")
+
+
+def test_stop_after_run_has_ended_writes_nowhere(tmp_path: Any) -> None:
+    import pytest
+
+    from listener.worker import Listener
+
+    listener = Listener("postgresql://nobody@127.0.0.1:1/nothing")
+    with pytest.raises(psycopg.OperationalError):
+        listener.run()
+    # The wake pipe's descriptor numbers are free again; whatever reuses them is not ours.
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        listener.stop()
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 1)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -124,3 +124,17 @@ def test_actor_setting_must_be_a_user_id(db: psycopg.Connection[Any]) -> None:
         db.execute("SELECT set_config('notifications.actor_id', 'alice', true)")
         db.execute("UPDATE test_scenarios SET last_executed_at = now() WHERE id = %s", [sid])
     assert [e[0] for e in events(db)] == ["scenario.created"]
+
+
+def test_two_executions_in_one_transaction_are_two_events(db: psycopg.Connection[Any]) -> None:
+    sid = insert_scenario(db, "Checkout")
+    with db.transaction():
+        for status in ("passed", "failed"):
+            db.execute(
+                "UPDATE test_scenarios SET last_executed_at = now(), last_status = %s WHERE id = %s",
+                [status, sid],
+            )
+    assert [(e[0], e[3]) for e in events(db)][1:] == [
+        ("scenario.executed", "passed"),
+        ("scenario.executed", "failed"),
+    ]

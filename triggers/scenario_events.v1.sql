@@ -38,7 +38,8 @@ BEGIN
         FROM new_rows n JOIN old_rows o ON o.id = n.id
         WHERE o.deleted_at IS NULL
           AND n.last_executed_at IS NOT NULL
-          AND n.last_executed_at IS DISTINCT FROM o.last_executed_at
+          -- A second run in one transaction may reuse now(); a new status still counts.
+          AND (n.last_executed_at, n.last_status) IS DISTINCT FROM (o.last_executed_at, o.last_status)
         UNION ALL
         SELECT 2, 'scenario.deleted', n.id, n.name, NULL
         FROM new_rows n JOIN old_rows o ON o.id = n.id

@@ -148,7 +148,7 @@ def execute_scenario(me: int, id: int, body: models.ExecutionCreate) -> models.S
     _act_as(me)
     return _scenario(
         _one(
-            "UPDATE test_scenarios SET last_executed_at = now(), last_status = :status"
+            "UPDATE test_scenarios SET last_executed_at = clock_timestamp(), last_status = :status"
             f" WHERE id = :id AND deleted_at IS NULL RETURNING {SCENARIO_COLUMNS}",
             id=id,
             status=body.status,

@@ -168,7 +168,7 @@ LANGUAGE sql IMMUTABLE AS $$
                WHEN 'scenario.deleted' THEN 'deleted'
                ELSE event_type
            END
-        || ' scenario ' || quote_literal(scenario_name)
+        || ' scenario ''' || scenario_name || ''''
         || CASE WHEN status IS NOT NULL THEN ': ' || status ELSE '' END
 $$;
 

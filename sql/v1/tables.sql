@@ -85,6 +85,9 @@ CREATE INDEX user_notifications_unread_idx ON user_notifications (user_id, event
 CREATE FUNCTION users_delete_notifications_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- Wait for fan-outs in flight (they hold ROW EXCLUSIVE) and keep new ones out until
+    -- this commits, so none can write rows for a user that is going away.
+    LOCK TABLE user_notifications IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM user_notifications n USING old_users o WHERE n.user_id = o.id;
     RETURN NULL;
 END;

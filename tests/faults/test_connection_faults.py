@@ -55,7 +55,7 @@ def test_terminated_listen_and_fanout_sessions_are_replaced(
     assert listener.alive()
 
     verdict = verify(db, work.expected(db))
-    lost_logged = sum("connection lost" in r.get("message", "") for r in listener.log_records())
+    lost_logged = sum("reconnecting in" in r.get("message", "") for r in listener.log_records())
     fault_report.update(
         sessions_terminated=2,
         reconnects_logged=lost_logged,
