@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 
 from notifications.config import Settings
 
@@ -28,4 +28,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(inbox.bp)
+
+    @app.after_request
+    def _nosniff(response: Response) -> Response:
+        # Errors echo client input; a browser must never sniff a response into HTML.
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
     return app

@@ -89,14 +89,9 @@ def healthz() -> Response:
 @functools.cache
 def _revisions() -> tuple[str, frozenset[str]]:
     """The code's head revision and every revision it knows."""
-    from alembic.script import ScriptDirectory
+    from notifications import migrate
 
-    from notifications.migrate import alembic_config
-
-    script = ScriptDirectory.from_config(alembic_config("postgresql://localhost/x"))
-    head = script.get_current_head()
-    assert head is not None
-    return head, frozenset(r.revision for r in script.walk_revisions())
+    return migrate.head_revision(), migrate.known_revisions()
 
 
 @bp.get("/readyz")

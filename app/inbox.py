@@ -28,7 +28,6 @@ def index() -> Response:
     assert static_folder is not None  # create_app always sets one
     response = send_from_directory(static_folder, "index.html", max_age=0)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     return response

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import psycopg
@@ -17,7 +20,7 @@ from notifications.db import check_url, connect
 
 
 class CliError(Exception):
-    pass
+    """An operator mistake found by the CLI itself; main() prints it as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,26 +50,36 @@ def _port(text: str) -> int:
 
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNITS = {
+    "s": ("seconds", 1),
+    "m": ("minutes", 60),
+    "h": ("hours", 3600),
+    "d": ("days", 86400),
+    "w": ("weeks", 7 * 86400),
+}
 
 
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+@dataclass(frozen=True)
+class Duration:
+    count: int
+    unit: str  # a key of _UNITS
+
+    @property
+    def interval(self) -> str:
+        """'30 days': a PostgreSQL interval keeps calendar days, which DST can lengthen."""
+        return f"{self.count} {_UNITS[self.unit][0]}"
+
+    @property
+    def seconds(self) -> float:
+        return float(self.count * _UNITS[self.unit][1])
 
 
-def _duration(text: str) -> str:
-    """'30d' -> '30 days' (a PostgreSQL interval)."""
+def _duration(text: str) -> Duration:
+    """'30d', '12h', '15m'."""
     match = _DURATION.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration like 30d, 12h or 15m: {text!r}")
-    return f"{match.group(1)} {_UNITS[match.group(2)]}"
-
-
-def _duration_seconds(text: str) -> float:
-    """'15m' -> 900.0"""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration like 30d, 12h or 15m: {text!r}")
-    return float(int(match.group(1)) * _SECONDS[match.group(2)])
+    return Duration(int(match.group(1)), match.group(2))
 
 
 def _db(settings: Settings) -> psycopg.Connection[Any]:
@@ -96,10 +109,26 @@ def cmd_listen(settings: Settings, args: argparse.Namespace) -> int:
     return run_listener(settings)
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind once and let go: gunicorn would log and retry for seconds before giving up."""
+    try:
+        # The family gunicorn picks: IPv6 only for an IPv6 literal, so "localhost" is IPv4.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        info = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = info[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As gunicorn binds: a port whose old connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.server import serve
 
     check_url(settings.require_database_url())
+    _check_can_listen(args.host, args.port)
     serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 
@@ -138,7 +167,9 @@ def cmd_subscription_set(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     with _db(settings) as conn:
-        print(json.dumps({"purged": admin.purge_read_notifications(conn, args.older_than)}))
+        print(
+            json.dumps({"purged": admin.purge_read_notifications(conn, args.older_than.interval)})
+        )
     return 0
 
 
@@ -146,11 +177,11 @@ def cmd_backlog(settings: Settings, args: argparse.Namespace) -> int:
     with _db(settings) as conn:
         backlog = admin.backlog(conn)
     print(json.dumps(backlog))
-    if args.max_age is not None and backlog["oldest_age_seconds"] > args.max_age:
+    if args.max_age is not None and backlog["oldest_age_seconds"] > args.max_age.seconds:
         # A monitoring check (cron, Nagios-style) reads the exit status.
         print(
             f"notifications: error: oldest unprocessed event is "
-            f"{backlog['oldest_age_seconds']:.0f}s old (limit {args.max_age:.0f}s)",
+            f"{backlog['oldest_age_seconds']:.0f}s old (limit {args.max_age.seconds:.0f}s)",
             file=sys.stderr,
         )
         return 1
@@ -222,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backlog", cmd_backlog, "print the unprocessed events and the age of the oldest")
     p.add_argument(
         "--max-age",
-        type=_duration_seconds,
+        type=_duration,
         help="exit with status 1 when the oldest unprocessed event is older (e.g. 5m)",
     )
     add("listeners", cmd_listeners, "print the listener processes connected to the database")
@@ -234,7 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8 (Python keeps its bytes as lone surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))[1:]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    bad = _not_utf8(argv)
+    if bad is not None:
+        # Names and event types are stored as UTF-8 text: refuse before psycopg fails to
+        # encode them with a traceback.
+        print(f"notifications: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -28,11 +28,22 @@ def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
+def _scripts() -> ScriptDirectory:
+    # Reading the revision files needs no database, hence no URL.
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("notifications.migrations")))
+    return ScriptDirectory.from_config(cfg)
+
+
 def head_revision() -> str:
-    script = ScriptDirectory.from_config(alembic_config("postgresql://localhost/x"))
-    head = script.get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this code ships, head included."""
+    return frozenset(r.revision for r in _scripts().walk_revisions())
 
 
 def current_revision(database_url: str) -> str | None:

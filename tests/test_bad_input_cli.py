@@ -229,3 +229,46 @@ def test_database_that_is_not_migrated(args: list[str], empty_database_url: str)
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
         ).fetchone()
     assert tables == (0,)
+
+
+# Bytes that are not UTF-8, as a shell passes them ($'caf\xe9'); Python holds them as lone
+# surrogates and subprocess sends the original bytes.
+NOT_UTF8 = [
+    ["user", "create", os.fsdecode(b"caf\xe9")],
+    ["subscription", "set", "{alice}", os.fsdecode(b"\xff"), "on"],
+    ["subscription", "set", "{alice}", "scenario.created", os.fsdecode(b"o\xffn")],
+    ["serve", "--host", os.fsdecode(b"\xfe"), "--port", "{port}"],
+]
+
+
+@pytest.mark.parametrize("args", NOT_UTF8, ids=lambda a: ascii(" ".join(a)))
+def test_arguments_that_are_not_utf8(
+    args: list[str], shared_url: str, shared: psycopg.Connection[Any], alice: int
+) -> None:
+    before = snapshot(shared)
+    port = free_port()
+    result = run_cli([a.format(alice=alice, port=port) for a in args], DATABASE_URL=shared_url)
+    assert_one_line_error(result)
+    assert "argument is not valid UTF-8" in result.stderr
+    assert snapshot(shared) == before
+
+
+def test_serve_on_a_port_in_use(shared_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--port", str(port)], DATABASE_URL=shared_url)
+    assert_one_line_error(result)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"notifications: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_serve_on_an_unknown_host(shared_url: str) -> None:
+    result = run_cli(
+        ["serve", "--host", "no-such-host.invalid", "--port", free_port()], DATABASE_URL=shared_url
+    )
+    assert_one_line_error(result)
+    assert "cannot listen on no-such-host.invalid:" in result.stderr

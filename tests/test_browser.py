@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
@@ -117,6 +117,25 @@ def client_as(live: Live, token: str) -> Callable[..., Any]:
     return call
 
 
+def assert_every_item_has_mark_as_read(items: Locator) -> None:
+    """The contract: a "Mark as read" button on each notification, read or not; disabled
+    on read ones, which offer "Mark as unread" instead."""
+    count = items.count()
+    assert count > 0
+    for i in range(count):
+        item = items.nth(i)
+        mark_read = item.get_by_role("button", name="Mark as read", exact=True)
+        mark_unread = item.get_by_role("button", name="Mark as unread", exact=True)
+        expect(mark_read).to_be_visible()
+        if item.get_attribute("data-unread") == "true":
+            expect(mark_read).to_be_enabled()
+            expect(mark_unread).to_be_hidden()
+        else:
+            expect(mark_read).to_be_disabled()
+            expect(mark_read).to_have_attribute("aria-disabled", "true")
+            expect(mark_unread).to_be_visible()
+
+
 def sign_in(page: Page, live: Live, token: str) -> None:
     page.goto(live.url + "/")
     page.get_by_label("API token").fill(token)
@@ -154,6 +173,8 @@ def test_bob_follows_alice_live(
     expect(items.nth(1)).to_contain_text("scenario.created")
     for i in range(2):
         expect(items.nth(i)).to_have_attribute("data-unread", "true")
+        expect(items.nth(i).get_by_role("button", name="Mark as read")).to_be_enabled()
+        expect(items.nth(i).get_by_role("button", name="Mark as unread")).to_be_hidden()
     # The scenarios panel follows other people's changes too.
     expect(browser_page.get_by_test_id("scenario")).to_contain_text(["Checkout"])
 
@@ -165,7 +186,11 @@ def test_bob_follows_alice_live(
     expect(badge).to_have_text("1")
     expect(newest).to_have_attribute("data-unread", "false")
     expect(newest.get_by_role("button", name="Mark as unread")).to_be_focused()
+    mark_read = newest.get_by_role("button", name="Mark as read")
+    expect(mark_read).to_be_disabled()
+    expect(mark_read).to_have_attribute("aria-disabled", "true")
     expect(items.nth(1)).to_have_attribute("data-unread", "true")
+    assert_every_item_has_mark_as_read(items)
     browser_page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
     # Mark all as read covers only what is on screen: up to the newest id shown.
@@ -178,6 +203,19 @@ def test_bob_follows_alice_live(
         0
     )
     expect(browser_page.locator("#inbox-status")).to_have_text("Marked 1 as read.")
+    assert_every_item_has_mark_as_read(items)
+
+    # And back: "Mark as unread" re-enables "Mark as read", which takes the focus.
+    newest.get_by_role("button", name="Mark as unread").click()
+    expect(badge).to_have_text("1")
+    expect(newest).to_have_attribute("data-unread", "true")
+    expect(newest.get_by_role("button", name="Mark as read")).to_be_focused()
+    expect(newest.get_by_role("button", name="Mark as read")).to_have_attribute(
+        "aria-disabled", "false"
+    )
+    expect(newest.get_by_role("button", name="Mark as unread")).to_be_hidden()
+    newest.get_by_role("button", name="Mark as read").click()
+    expect(badge).to_have_text("0")
 
     # Bob switches off executions: a new execution no longer reaches him, a creation does.
     switch = browser_page.get_by_label("scenario.executed", exact=True)
@@ -305,6 +343,7 @@ def test_paging_and_mark_all_covers_only_what_was_seen(
     expect(items.nth(25)).to_contain_text("'Case 00'")
     expect(load_more).to_be_hidden()
     expect(items.nth(25)).to_have_attribute("data-unread", "false")
+    assert_every_item_has_mark_as_read(items)
 
 
 def test_bad_token_and_server_trouble(

@@ -62,3 +62,11 @@ def test_missing_database_url_is_a_one_line_error() -> None:
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_one_duration_parser_serves_intervals_and_seconds() -> None:
+    from notifications.cli import _duration
+
+    assert (_duration("30d").interval, _duration("30d").seconds) == ("30 days", 2592000.0)
+    assert (_duration(" 15m").interval, _duration("15m ").seconds) == ("15 minutes", 900.0)
+    assert (_duration("2w").interval, _duration("2 w").seconds) == ("2 weeks", 1209600.0)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.api import models
 from app.database import session
@@ -67,7 +68,6 @@ class Operation:
     media_type: str = "application/json"
     status: int = 200
     other_statuses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
-    not_found: bool = False
     auth: bool = True
     examples: Mapping[str, Any] = field(default_factory=dict)
     links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
@@ -76,7 +76,7 @@ class Operation:
         statuses: set[int] = set()
         if self.auth:
             statuses.add(401)
-        if self.params or self.not_found:
+        if self.params:
             statuses.add(404)
         if self.query is not None:
             statuses.add(422)
@@ -109,7 +109,6 @@ class Api:
         query: type[models.Query] | None = None,
         body: type[models.Request] | None = None,
         body_required: bool = True,
-        not_found: bool = False,
         auth: bool = True,
         examples: Mapping[str, Any] | None = None,
         links: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
@@ -131,7 +130,6 @@ class Api:
                 body_required=body_required,
                 response=response,
                 status=status,
-                not_found=not_found,
                 auth=auth,
                 examples=dict(examples or {}),
                 links=dict(links or {}),
@@ -251,8 +249,38 @@ def _parse_int(digits: str) -> int | float:
     return int(digits) if len(digits) <= 100 else math.inf
 
 
+def _body_bytes() -> bytes:
+    """The request body; a 413 beyond MAX_CONTENT_LENGTH, with or without a Content-Length."""
+    limit = request.max_content_length
+    if (
+        request.content_length is not None
+        or limit is None
+        or "wsgi.input_terminated" not in request.environ
+    ):
+        # werkzeug answers 413 on a declared length over the limit, and reads nothing
+        # from a stream the server does not terminate.
+        return request.get_data(cache=True)
+    # A chunked body: werkzeug's own limit truncates it silently, so read one byte past
+    # the limit from the server's stream to tell "exactly the limit" from "more".
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        raise ClientDisconnected() from None
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def _read_body(model: type[M], required: bool) -> M:
-    raw = request.get_data(cache=True)  # raises 413 beyond MAX_CONTENT_LENGTH
+    raw = _body_bytes()
     if not required and not raw.strip():
         return model.model_validate({})
     if not request.is_json:

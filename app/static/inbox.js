@@ -271,12 +271,15 @@
 
   function renderNotification(n) {
     const messageId = `message-${n.id}`;
-    const button = el("button", {
-      type: "button",
-      class: "mark",
-      "aria-describedby": messageId,
-      onclick: () => toggleRead(n.id),
-    });
+    // Every item has "Mark as read" (disabled once read); read ones also "Mark as unread".
+    const markButton = (cls, text, read) =>
+      el("button", {
+        type: "button",
+        class: `mark ${cls}`,
+        text,
+        "aria-describedby": messageId,
+        onclick: () => setRead(n.id, read),
+      });
     const node = el(
       "li",
       { class: "notification", dataset: { testid: "notification", id: String(n.id) } },
@@ -298,7 +301,12 @@
           el("time"),
         ),
       ),
-      button,
+      el(
+        "div",
+        { class: "marks" },
+        markButton("mark-read", "Mark as read", true),
+        markButton("mark-unread", "Mark as unread", false),
+      ),
     );
     updateNotification(node, n);
     return node;
@@ -316,7 +324,10 @@
     time.setAttribute("datetime", n.created_at);
     time.title = new Date(n.created_at).toLocaleString();
     time.textContent = formatTime(n.created_at);
-    node.querySelector(".mark").textContent = unread ? "Mark as read" : "Mark as unread";
+    const markRead = node.querySelector(".mark-read");
+    markRead.disabled = !unread;
+    markRead.setAttribute("aria-disabled", String(!unread));
+    node.querySelector(".mark-unread").hidden = unread;
   }
 
   function upsert(n, where = "sorted") {
@@ -426,18 +437,24 @@
     }
   }
 
-  async function toggleRead(id) {
+  // The button that can act on an item now: what keyboard focus moves to.
+  const activeMark = (node) => node.querySelector(".mark:not(:disabled):not([hidden])");
+
+  async function setRead(id, read) {
     const n = state.items.get(id);
-    if (!n || state.pending.has(id)) return;
+    if (!n || state.pending.has(id) || !n.read_at === !read) return;
     const session = state.session;
-    const action = n.read_at ? "unread" : "read";
+    const action = read ? "read" : "unread";
     const node = state.elements.get(id);
     state.pending.add(id);
     node.setAttribute("aria-busy", "true");
     try {
       const updated = await api("POST", `/notifications/${encodeURIComponent(id)}/${action}`);
       if (session !== state.session) return;
+      // The pressed button is now disabled or hidden; keep focus on the item.
+      const hadFocus = node.contains(document.activeElement);
       upsert(updated);
+      if (hadFocus) activeMark(node).focus();
       setStatus($("inbox-status"), "");
       await refreshCount(session);
     } catch (err) {
@@ -500,7 +517,7 @@
       updateListChrome();
       refreshTimes();
       // The button vanishes after the last page; keep keyboard focus somewhere useful.
-      if (button.hidden && firstNew) firstNew.querySelector(".mark").focus();
+      if (button.hidden && firstNew) activeMark(firstNew).focus();
     } catch (err) {
       if (session === state.session) handleError(err, $("inbox-status"));
     } finally {
