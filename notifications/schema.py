@@ -94,11 +94,11 @@ scenario_events = Table(
     "scenario_events",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("event_type", Text, ForeignKey("event_types.name"), nullable=False),
+    Column("event_type", Text, nullable=False),
     Column("scenario_id", BigInteger, nullable=False),
     Column("scenario_name", Text, nullable=False),
     Column("status", Text),
-    Column("actor_id", BigInteger, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("actor_id", BigInteger),
     Column(
         "occurred_at",
         DateTime(timezone=True),
@@ -117,11 +117,6 @@ user_notifications = Table(
     Column("event_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("read_at", DateTime(timezone=True)),
-    PrimaryKeyConstraint("user_id", "event_id"),
-    Index(
-        "user_notifications_unread_idx",
-        "user_id",
-        "event_id",
-        postgresql_where=text("read_at IS NULL"),
-    ),
+    # The database's key also INCLUDEs read_at (sql/v1/tables.sql).
+    PrimaryKeyConstraint("user_id", "event_id", name="user_notifications_pkey"),
 )

@@ -175,7 +175,9 @@ def test_user_deleted_during_a_fan_out_keeps_no_rows(
     with psycopg.connect(database_url) as fanout:
         # The fan-out has written bob's row but not committed when his deletion starts.
         fanout.execute("SELECT * FROM fan_out_events_v1(100)")
-        deleter = threading.Thread(target=lambda: db.execute("DELETE FROM users WHERE id = %s", [bob]))
+        deleter = threading.Thread(
+            target=lambda: db.execute("DELETE FROM users WHERE id = %s", [bob])
+        )
         deleter.start()
         deleter.join(0.3)
         assert deleter.is_alive(), "the deletion waits for the fan-out in flight"

@@ -145,3 +145,18 @@ def test_stop_after_run_has_ended_writes_nowhere(tmp_path: Any) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_events_without_a_notify_are_found_within_milliseconds(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
+) -> None:
+    """Writers skip the NOTIFY while an older event waits; the listener's drain finds them."""
+    make_user("bob")
+    start_listener(poll_interval=30)
+    deadline = time.monotonic() + 2
+    written = 0
+    while time.monotonic() < deadline:
+        db.execute("INSERT INTO test_scenarios (name) VALUES ('burst')")
+        written += 1
+    # Whatever the mix of notified and silent commits, nothing waits for the 30 s poll.
+    wait_until(lambda: count(db) == written, timeout=1.0)

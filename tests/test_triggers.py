@@ -138,3 +138,22 @@ def test_two_executions_in_one_transaction_are_two_events(db: psycopg.Connection
         ("scenario.executed", "passed"),
         ("scenario.executed", "failed"),
     ]
+
+
+def test_notify_only_when_no_older_event_waits(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listen:
+        listen.execute("LISTEN scenario_events")
+        insert_scenario(db, "first")  # empty backlog: wake the listeners
+        assert len(list(listen.notifies(timeout=0.3))) == 1
+        # An older event still waits, so a listener is already on its way: no NOTIFY.
+        insert_scenario(db, "second")
+        db.execute("UPDATE test_scenarios SET deleted_at = now() WHERE name = 'second'")
+        assert list(listen.notifies(timeout=0.3)) == []
+        db.execute("UPDATE scenario_events SET processed_at = now()")
+        # An update that writes no event never notifies, backlog empty or not.
+        db.execute("UPDATE test_scenarios SET description = 'x'")
+        assert list(listen.notifies(timeout=0.3)) == []
+        db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
+        assert len(list(listen.notifies(timeout=0.3))) == 1

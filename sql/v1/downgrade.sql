@@ -8,6 +8,7 @@ DROP FUNCTION IF EXISTS
     issue_token(bigint), revoke_tokens(bigint), authenticate_token_v1(text),
     set_subscription(bigint, text, boolean), purge_read_notifications(interval),
     redeliver_event(bigint), delete_user(bigint), notification_message_v1(text, text, text, text),
-    current_actor_v1(), scenario_events_on_insert_v1(), scenario_events_on_update_v1(),
+    current_actor_v1(), scenario_events_on_insert_v1(),
+    scenario_events_on_update_v1(),
     scenario_events_on_delete_v1(), scenario_events_on_truncate_v1(),
     users_delete_notifications_v1();

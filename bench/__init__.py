@@ -1,0 +1,1 @@
+"""Benchmarks of the notification service (`make bench`); see bench/README.md."""

@@ -1,0 +1,247 @@
+"""`python -m bench [--quick] [--only a,d]`: run the measurements, print a table, write
+bench/results.json, and append a full run's figures to bench/HISTORY.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import fanout, latency, reads, writes
+from bench.env import BenchServer, bench_server, git_commit
+
+HERE = Path(__file__).resolve().parent
+SECTIONS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
+    "fanout": fanout.run,  # a, b, c
+    "latency": latency.run,  # d
+    "writes": writes.run,  # e
+    "reads": reads.run,  # f
+}
+TARGETS = {
+    "speedup_vs_seed": 100.0,
+    "fanout_1m_s": 5.0,
+    "ratio_to_floor": 4.0,
+    "latency_p99_ms": 25.0,
+    "write_ratio": 0.8,
+    "reads_p99_ms": 25.0,
+}
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(measurement, value, target) lines for the table and HISTORY.md."""
+    out: list[tuple[str, str, str]] = []
+
+    def ok(good: bool) -> str:
+        return "ok" if good else "MISSED"
+
+    if "fanout" in results:
+        f = results["fanout"]
+        seed = f["seed"]
+        out.append(
+            (
+                f"c. seed baseline ({seed['subscribers']:,} subscribers)",
+                f"{_fmt(seed['rows_per_s'])} rows/s",
+                "",
+            )
+        )
+        for s in f["stages"]:
+            n = s["subscribers"]
+            tgt = ""
+            if n >= 1_000_000:
+                tgt = f"<= {TARGETS['fanout_1m_s']:g} s {ok(s['wall_s'] <= TARGETS['fanout_1m_s'])}"
+            out.append(
+                (
+                    f"a. fan-out {n:,} via listener (commit -> rows visible)",
+                    f"{s['wall_s']:.3f} s (db {s['db_s']:.3f} s), {_fmt(s['rows_per_s'])} rows/s",
+                    tgt,
+                )
+            )
+            out.append(
+                (
+                    f"a/c. speed-up vs seed at {n:,}",
+                    f"{s['speedup_vs_seed']:,.0f}x",
+                    f">= 100x {ok(s['speedup_vs_seed'] >= TARGETS['speedup_vs_seed'])}",
+                )
+            )
+            out.append(
+                (
+                    f"b. {n:,}: function / INSERT..SELECT / no-index floor",
+                    f"{s['direct_function_s']:.3f} / {s['direct_insert_select_s']:.3f}"
+                    f" / {s['floor_s']:.3f} s",
+                    "",
+                )
+            )
+            out.append(
+                (
+                    f"b. {n:,}: fan-out / floor",
+                    f"{s['ratio_to_floor']:.2f}x (INSERT..SELECT alone"
+                    f" {s['insert_select_ratio_to_floor']:.2f}x)",
+                    f"<= 4x {ok(s['ratio_to_floor'] <= TARGETS['ratio_to_floor'])}",
+                )
+            )
+    if "latency" in results:
+        d = results["latency"]
+        out.append(
+            (
+                f"d. latency {d['rate_achieved']:.0f} ev/s x {d['subscribers']} subs,"
+                f" {d['seconds']:g} s",
+                f"p50 {d['p50_ms']:.1f} / p95 {d['p95_ms']:.1f} / p99 {d['p99_ms']:.1f} ms"
+                f" (max {d['max_ms']:.0f})",
+                f"p99 <= 25 ms {ok(d['p99_ms'] <= TARGETS['latency_p99_ms'])}",
+            )
+        )
+        out.append(
+            (
+                "d. wall clock commit -> visible (every 10th event)",
+                f"p50 {d['wall_p50_ms']:.1f} / p99 {d['wall_p99_ms']:.1f} ms",
+                "",
+            )
+        )
+    if "writes" in results:
+        e = results["writes"]
+        out.append(
+            (
+                f"e. inserts/s, {e['writers']} writers: triggers off / on",
+                f"{_fmt(e['off_median'])} / {_fmt(e['on_median'])} -> ratio {e['ratio']:.2f}",
+                f">= 0.8 {ok(e['ratio'] >= TARGETS['write_ratio'])}",
+            )
+        )
+        out.append(
+            (
+                "e. the same, triggers on, a listener draining on the same 2 cores",
+                f"{_fmt(statistics.median(e['with_listener_per_s']))}"
+                f" -> ratio {e['with_listener_ratio']:.2f}",
+                "",
+            )
+        )
+    if "reads" in results:
+        r = results["reads"]
+        out.append(
+            (
+                f"f. reads via {r['mode']}: {r['notifications']:,} rows, {r['users']:,} users,"
+                f" {r['clients']} clients",
+                "",
+                "",
+            )
+        )
+        for name, m in r["queries"].items():
+            out.append(
+                (
+                    f"f. {name}",
+                    f"p50 {m['p50_ms']:.1f} / p99 {m['p99_ms']:.1f} ms, {_fmt(m['per_s'])} req/s",
+                    f"p99 <= 25 ms {ok(m['p99_ms'] <= TARGETS['reads_p99_ms'])}",
+                )
+            )
+    return out
+
+
+def table(lines: list[tuple[str, str, str]]) -> str:
+    w0 = max(len(a) for a, _, _ in lines)
+    w1 = max(len(b) for _, b, _ in lines)
+    return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in lines)
+
+
+def append_history(results: dict[str, Any], lines: list[tuple[str, str, str]]) -> None:
+    path = HERE / "HISTORY.md"
+    if not path.exists():
+        path.write_text("# Bench history (full runs only)\n\nWritten by `make bench`.\n")
+    meta = results["meta"]
+    body = [
+        "",
+        f"## {meta['date']} commit {meta['commit']}",
+        "",
+        f"{meta['seconds']:.0f} s run; server {meta['server']['server_version']},"
+        f" synchronous_commit={meta['server'].get('synchronous_commit')},"
+        f" fsync={meta['server'].get('fsync')}",
+        "",
+        "| measurement | value | target |",
+        "| --- | --- | --- |",
+        *(f"| {a} | {b} | {c} |" for a, b, c in lines),
+        "",
+    ]
+    with path.open("a") as f:
+        f.write("\n".join(body))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the embedded server (to try settings; not for HISTORY)",
+    )
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    extra: dict[str, str] = {}
+    for item in args.server_setting:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--server-setting wants NAME=VALUE, not {item!r}")
+        extra[name.strip()] = value.strip()
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    with bench_server(extra) as server:
+        log = server.workdir / "listener.log"
+        for name in only:
+            t0 = time.perf_counter()
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            results[name] = SECTIONS[name](server, args.quick, log)
+            print(
+                f"[bench] {name} done in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            results[name]["section_seconds"] = time.perf_counter() - t0
+        settings = server.settings
+        embedded = server.embedded
+    results["meta"] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "sections": only,
+        "embedded": embedded,
+        "server": settings,
+        "extra_settings": extra,
+        "seconds": time.perf_counter() - started,
+    }
+    lines = rows(results)
+    print(table(lines))
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.output}", file=sys.stderr)
+    if not args.quick and only == list(SECTIONS) and not extra:
+        append_history(results, lines)
+        print(f"appended to {HERE / 'HISTORY.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""f. Reads on a big table: the feed's first page, a deep cursor page and the unread count.
+
+The data set is built in a few INSERT ... SELECT generate_series statements: E events, one
+heavy user holding a notification for each of them (half unread), every other user about
+97 notifications (the newest fifth unread). Then several client threads hit one request
+kind at a time for a fixed time.
+
+Over HTTP (`notifications serve`, the production gunicorn) when the API answers
+GET /api/v1/notifications; otherwise the same queries straight in SQL, which the report
+says (mode "sql").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+
+from bench.env import BenchServer, add_users, connect, percentile
+
+HEAVY = 1  # the user who holds a notification for every event
+
+# What the API is expected to run per request: authenticate, then one query.
+AUTH_SQL = "SELECT authenticate_token_v1(%s)"
+PAGE_SQL = """
+SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
+       created_at, read_at
+FROM notification_feed
+WHERE user_id = %s AND id < %s
+ORDER BY id DESC
+LIMIT 21
+"""
+UNREAD_SQL = "SELECT count(*) FROM user_notifications WHERE user_id = %s AND read_at IS NULL"
+
+
+def build(conn: psycopg.Connection[Any], users: int, events: int, per_user: int) -> int:
+    add_users(conn, users)
+    conn.execute(
+        """
+        INSERT INTO scenario_events (id, event_type, scenario_id, scenario_name, status,
+                                     actor_id, occurred_at, processed_at, fanout_count)
+        OVERRIDING SYSTEM VALUE
+        SELECT g, (ARRAY['scenario.created', 'scenario.executed', 'scenario.deleted'])[1 + g %% 3],
+               g, 'Scenario ' || g,
+               CASE WHEN g %% 3 = 1 THEN (ARRAY['passed', 'failed'])[1 + g %% 2] END,
+               2 + g %% (%(users)s - 1),
+               now() - (%(events)s - g) * interval '1 second', now(), 0
+        FROM generate_series(1, %(events)s::bigint) g
+        """,
+        {"users": users, "events": events},
+    )
+    conn.execute("SELECT setval(pg_get_serial_sequence('scenario_events', 'id'), %s)", [events])
+    # Rows arrive in primary-key order, so the index builds append at the right edge.
+    conn.execute(
+        """
+        INSERT INTO user_notifications (user_id, event_id, created_at, read_at)
+        SELECT %(heavy)s, g, now(), CASE WHEN g <= %(events)s / 2 THEN now() END
+        FROM generate_series(1, %(events)s::bigint) g
+        """,
+        {"heavy": HEAVY, "events": events},
+    )
+    conn.execute(
+        """
+        INSERT INTO user_notifications (user_id, event_id, created_at, read_at)
+        SELECT u, (u * 7919 + k * 2003) %% %(events)s + 1, now(),
+               CASE WHEN k > %(per_user)s / 5 THEN now() END
+        FROM generate_series(2, %(users)s::bigint) u, generate_series(1, %(per_user)s) k
+        """,
+        {"events": events, "users": users, "per_user": per_user},
+    )
+    conn.execute("VACUUM (ANALYZE) user_notifications")
+    conn.execute("VACUUM (ANALYZE) scenario_events")
+    row = conn.execute("SELECT count(*) FROM user_notifications").fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def api_server(url: str, log: Path) -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    exe = Path(sys.executable).with_name("notifications")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "notifications.cli"]
+    env = {**os.environ, "DATABASE_URL": url}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`notifications serve` did not start; see {log}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Http:
+    """One keep-alive connection per client thread."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def get(self, path: str, token: str, **params: Any) -> Any:
+        query = ("?" + urlencode(params)) if params else ""
+        self.conn.request("GET", path + query, headers={"Authorization": f"Bearer {token}"})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path}{query} answered {resp.status}: {body[:200]!r}")
+        return json.loads(body)
+
+
+def load(
+    clients: int, seconds: float, make: Callable[[], Callable[[random.Random], None]]
+) -> dict[str, float]:
+    """Run `clients` threads, each calling its own request function until time is up."""
+    samples: list[list[float]] = []
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def client(seed: int) -> None:
+        mine: list[float] = []
+        try:
+            request = make()
+            rng = random.Random(seed)
+            request(rng)  # warm the connection
+            barrier.wait()
+            until = time.perf_counter() + seconds
+            while time.perf_counter() < until:
+                t0 = time.perf_counter()
+                request(rng)
+                mine.append((time.perf_counter() - t0) * 1000)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        samples.append(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    flat = [x for s in samples for x in s]
+    return {
+        "requests": len(flat),
+        "per_s": len(flat) / elapsed,
+        "p50_ms": percentile(flat, 50),
+        "p99_ms": percentile(flat, 99),
+        "max_ms": max(flat),
+    }
+
+
+def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
+    users, events, per_user = (5_000, 20_000, 97) if quick else (50_000, 200_000, 97)
+    clients = 4
+    seconds = 2.0 if quick else 8.0
+    url = server.fresh_database("reads")
+    with connect(url) as conn:
+        t0 = time.perf_counter()
+        total = build(conn, users, events, per_user)
+        build_s = time.perf_counter() - t0
+        sample_users = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM users WHERE id <> %s ORDER BY random() LIMIT 200", [HEAVY]
+            )
+        ]
+        tokens: dict[int, str] = {}
+        for uid in [HEAVY, *sample_users]:
+            row = conn.execute("SELECT issue_token(%s)", [uid]).fetchone()
+            assert row is not None
+            tokens[uid] = str(row[0])
+        heavy_unread = conn.execute(UNREAD_SQL, [HEAVY]).fetchone()
+
+    deep_cursor_id = max(events // 100, 2)  # about 99% of the way down the heavy feed
+    big = 2**62
+
+    def sql_kinds() -> dict[str, Callable[[], Callable[[random.Random], None]]]:
+        def page(user: Callable[[random.Random], int], before: int) -> Callable[[], Any]:
+            def make() -> Callable[[random.Random], None]:
+                c = connect(url)
+
+                def request(rng: random.Random) -> None:
+                    uid = user(rng)
+                    c.execute(AUTH_SQL, [tokens[uid]]).fetchone()
+                    c.execute(PAGE_SQL, [uid, before]).fetchall()
+
+                return request
+
+            return make
+
+        def count(user: Callable[[random.Random], int]) -> Callable[[], Any]:
+            def make() -> Callable[[random.Random], None]:
+                c = connect(url)
+
+                def request(rng: random.Random) -> None:
+                    uid = user(rng)
+                    c.execute(AUTH_SQL, [tokens[uid]]).fetchone()
+                    c.execute(UNREAD_SQL, [uid]).fetchone()
+
+                return request
+
+            return make
+
+        def anyone(rng: random.Random) -> int:
+            return rng.choice(sample_users)
+
+        def heavy(_rng: random.Random) -> int:
+            return HEAVY
+
+        return {
+            "first page, random user": page(anyone, big),
+            "first page, heavy user": page(heavy, big),
+            "deep cursor page, heavy user": page(heavy, deep_cursor_id),
+            "unread count, random user": count(anyone),
+            "unread count, heavy user": count(heavy),
+        }
+
+    def http_kinds(port: int, deep_cursor: str) -> dict[str, Callable[[], Any]]:
+        def page(pick: Callable[[random.Random], int], cursor: str | None) -> Callable[[], Any]:
+            def make() -> Callable[[random.Random], None]:
+                h = Http(port)
+
+                def request(rng: random.Random) -> None:
+                    params: dict[str, Any] = {"limit": 20}
+                    if cursor:
+                        params["cursor"] = cursor
+                    h.get("/api/v1/notifications", tokens[pick(rng)], **params)
+
+                return request
+
+            return make
+
+        def count(pick: Callable[[random.Random], int]) -> Callable[[], Any]:
+            def make() -> Callable[[random.Random], None]:
+                h = Http(port)
+
+                def request(rng: random.Random) -> None:
+                    h.get("/api/v1/notifications/unread-count", tokens[pick(rng)])
+
+                return request
+
+            return make
+
+        def anyone(rng: random.Random) -> int:
+            return rng.choice(sample_users)
+
+        def heavy(_rng: random.Random) -> int:
+            return HEAVY
+
+        return {
+            "first page, random user": page(anyone, None),
+            "first page, heavy user": page(heavy, None),
+            "deep cursor page, heavy user": page(heavy, deep_cursor),
+            "unread count, random user": count(anyone),
+            "unread count, heavy user": count(heavy),
+        }
+
+    result: dict[str, Any] = {
+        "users": users,
+        "notifications": total,
+        "heavy_user_notifications": events,
+        "heavy_user_unread": int(heavy_unread[0]) if heavy_unread else 0,
+        "build_s": build_s,
+        "clients": clients,
+        "seconds_per_query": seconds,
+    }
+    with api_server(url, server.workdir / "serve.log") as port:
+        mode, note, deep = _probe_api(port, tokens[HEAVY], quick)
+        result["mode"] = mode
+        result["note"] = note
+        if mode == "http":
+            result["deep_cursor_depth"] = deep[1]
+            kinds = http_kinds(port, deep[0])
+            result["queries"] = {k: load(clients, seconds, m) for k, m in kinds.items()}
+    if mode == "sql":
+        result["deep_cursor_depth"] = events - deep_cursor_id
+        result["queries"] = {k: load(clients, seconds, m) for k, m in sql_kinds().items()}
+    return result
+
+
+def _probe_api(port: int, token: str, quick: bool) -> tuple[str, str, tuple[str, int]]:
+    """HTTP when the feed route answers 200 with items; then walk to a deep cursor."""
+    h = Http(port)
+    try:
+        first = h.get("/api/v1/notifications", token, limit=100)
+        h.get("/api/v1/notifications/unread-count", token)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return (
+            "sql",
+            f"API not available ({str(exc)[:120]}); measured the same queries in SQL directly,"
+            " without HTTP, Flask or token parsing",
+            ("", 0),
+        )
+    # Cursors are opaque: follow next_cursor down the heavy feed for a while.
+    cursor, depth = first.get("next_cursor"), len(first.get("items", []))
+    deadline = time.monotonic() + (10 if quick else 40)
+    deep_cursor, deep_depth = cursor or "", depth
+    while cursor and time.monotonic() < deadline:
+        deep_cursor, deep_depth = cursor, depth
+        page = h.get("/api/v1/notifications", token, limit=100, cursor=cursor)
+        cursor = page.get("next_cursor")
+        depth += len(page.get("items", []))
+    return "http", "over HTTP through `notifications serve` (gunicorn)", (deep_cursor, deep_depth)
