@@ -22,6 +22,8 @@ SERVER_SETTINGS = {
     "checkpoint_timeout": "15min",
     "wal_compression": "on",
     "idle_in_transaction_session_timeout": "60s",
+    # scenario_events is a queue (see its storage parameters): look at it every 10 s.
+    "autovacuum_naptime": "10s",
 }
 
 # Only for throwaway test servers: durability buys nothing when the data dir is deleted.

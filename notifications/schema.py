@@ -117,6 +117,11 @@ user_notifications = Table(
     Column("event_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("read_at", DateTime(timezone=True)),
-    # The database's key also INCLUDEs read_at (sql/v1/tables.sql).
     PrimaryKeyConstraint("user_id", "event_id", name="user_notifications_pkey"),
+    Index(
+        "user_notifications_unread_idx",
+        "user_id",
+        "event_id",
+        postgresql_where=text("read_at IS NULL"),
+    ),
 )
