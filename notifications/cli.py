@@ -136,6 +136,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from notifications.dev import run_dev
 
+    # Before the embedded server starts, so that a busy port costs one line and no set-up.
+    _check_can_listen(args.host, args.port)
     return run_dev(settings, host=args.host, port=args.port)
 
 

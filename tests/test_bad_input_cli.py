@@ -253,12 +253,13 @@ def test_arguments_that_are_not_utf8(
     assert snapshot(shared) == before
 
 
-def test_serve_on_a_port_in_use(shared_url: str) -> None:
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_serve_on_a_port_in_use(shared_url: str, command: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(["serve", "--port", str(port)], DATABASE_URL=shared_url)
+        result = run_cli([command, "--port", str(port)], DATABASE_URL=shared_url)
     assert_one_line_error(result)
     assert result.returncode == 1
     assert result.stderr == (
