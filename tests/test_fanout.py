@@ -203,3 +203,19 @@ def test_fan_out_waiting_on_a_user_deletion_skips_that_user(
         deleter.commit()
         worker.join(5)
     assert notified(db) == {("carol", "scenario.created")}
+
+
+def test_event_recipients_is_the_fan_out_rule(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], fan_out: Callable[[], int]
+) -> None:
+    alice = make_user("alice")
+    bob = make_user("bob", executed=False)
+    carol = make_user("carol")
+    rows = db.execute(
+        "SELECT user_id FROM event_recipients_v1('scenario.executed', %s) ORDER BY 1", [alice]
+    ).fetchall()
+    assert rows == [(carol,)]
+    rows = db.execute(
+        "SELECT user_id FROM event_recipients_v1('scenario.created', NULL) ORDER BY 1"
+    ).fetchall()
+    assert rows == [(alice,), (bob,), (carol,)]

@@ -5,14 +5,31 @@
 -- recipient's notification with one set-based INSERT ... SELECT per event, and marks the
 -- events processed, all in the caller's transaction: either all of it commits or none.
 --
--- Recipients: every user whose own subscription row says enabled, or who has no row for
--- the event type while the type is enabled by default; never the actor.
+-- Recipients (event_recipients_v1): every user whose own subscription row says enabled,
+-- or who has no row for the event type while the type is enabled by default; never the
+-- actor.
 --
 -- The claim makes the first fan-out of an event exactly-once, so it needs no ON CONFLICT
 -- (which costs about 40% of a million-row insert; see bench/README.md). Only a
 -- redelivered event (fanout_count already set) can meet rows of its own, and only its
 -- insert skips conflicts. Returns one row per event: its id, the notifications it wrote,
 -- and the seconds from its trigger to this fan-out.
+
+-- Who is notified of an event: the single definition of the subscription rules. A plain
+-- SQL function, so PostgreSQL inlines it into the fan-out's INSERT ... SELECT (no per-row
+-- call); operators can also ask it who would hear of an event type:
+--   SELECT * FROM event_recipients_v1('scenario.executed', NULL);
+CREATE FUNCTION event_recipients_v1(event_type text, actor_id bigint)
+RETURNS TABLE (user_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT u.id
+    FROM users u
+    JOIN event_types t ON t.name = event_recipients_v1.event_type
+    LEFT JOIN subscriptions s
+           ON s.user_id = u.id AND s.event_type = event_recipients_v1.event_type
+    WHERE coalesce(s.enabled, t.default_enabled)
+      AND u.id IS DISTINCT FROM event_recipients_v1.actor_id
+$$;
 
 CREATE FUNCTION fan_out_events_v1(batch_size integer DEFAULT 100)
 RETURNS TABLE (event_id bigint, notifications bigint, lag_seconds double precision)
@@ -31,22 +48,12 @@ BEGIN
     LOOP
         IF c.fanout_count IS NULL THEN
             INSERT INTO user_notifications (user_id, event_id)
-            SELECT u.id, c.id
-            FROM users u
-            JOIN event_types t ON t.name = c.event_type
-            LEFT JOIN subscriptions s ON s.user_id = u.id AND s.event_type = c.event_type
-            WHERE coalesce(s.enabled, t.default_enabled)
-              AND u.id IS DISTINCT FROM c.actor_id
-            ORDER BY u.id;
+            SELECT r.user_id, c.id FROM event_recipients_v1(c.event_type, c.actor_id) r
+            ORDER BY r.user_id;
         ELSE
             INSERT INTO user_notifications (user_id, event_id)
-            SELECT u.id, c.id
-            FROM users u
-            JOIN event_types t ON t.name = c.event_type
-            LEFT JOIN subscriptions s ON s.user_id = u.id AND s.event_type = c.event_type
-            WHERE coalesce(s.enabled, t.default_enabled)
-              AND u.id IS DISTINCT FROM c.actor_id
-            ORDER BY u.id
+            SELECT r.user_id, c.id FROM event_recipients_v1(c.event_type, c.actor_id) r
+            ORDER BY r.user_id
             ON CONFLICT ON CONSTRAINT user_notifications_pkey DO NOTHING;
         END IF;
         GET DIAGNOSTICS written = ROW_COUNT;
