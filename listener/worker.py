@@ -169,7 +169,8 @@ class Listener:
                 metrics.WAKEUPS.labels("notify" if hint else "poll").inc()
                 if self.catch_up(work_conn):
                     self._linger(listen_conn.fileno(), work_conn)
-                self._record_backlog(work_conn)
+                else:
+                    self._record_backlog(work_conn)
                 self.notifier.watchdog()
                 if not readable:
                     # Quiet for a whole interval: is the LISTEN connection still alive? A
@@ -241,6 +242,8 @@ class Listener:
                 # that few writers pay for a NOTIFY. It costs a few milliseconds of
                 # latency only while busy.
                 select.select([self._wake_r], [], [], BUSY_PAUSE)
+        if done:
+            self._record_backlog(conn)
         return done
 
     def _linger(self, fileno: int, conn: psycopg.Connection[Any]) -> None:

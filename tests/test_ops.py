@@ -217,7 +217,13 @@ def test_listener_metrics_port_and_json_logs(
     )
     event_ids = [r[0] for r in db.execute("SELECT id FROM scenario_events ORDER BY id")]
     scraped = wait_until(
-        lambda: (m := metrics()) and m.get("notifications_events_processed_total") == 3 and m,
+        lambda: (
+            (m := metrics())
+            and m.get("notifications_events_processed_total") == 3
+            # The gauge is refreshed once the drain that processed them has found nothing more.
+            and m.get("notifications_backlog_events") == 0
+            and m
+        ),
         timeout=15,
     )
     assert scraped["notifications_written_total"] == 3  # bob, three times
