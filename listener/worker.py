@@ -72,10 +72,17 @@ class Listener:
         """Ask the loop to finish its current batch and return. Safe from a signal handler."""
         self._stop.set()
         # After run() has closed the pipe, its descriptor number may belong to another file.
-        with self._pipe_lock:
+        # Never wait for the lock: a signal handler that blocks on a lock its own thread
+        # holds (run() closing the pipe) would hang the process, and then the pipe is
+        # closing anyway.
+        if not self._pipe_lock.acquire(blocking=False):
+            return
+        try:
             if self._wake_w >= 0:
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.write(self._wake_w, b"x")
+        finally:
+            self._pipe_lock.release()
 
     @property
     def stopping(self) -> bool:
@@ -122,7 +129,7 @@ class Listener:
 
     def _back_off(self, exc: psycopg.Error) -> None:
         metrics.RECONNECTS.inc()
-        delay = min(self.max_backoff, 0.1 * 2**self._attempt) * random.uniform(0.5, 1.0)
+        delay = min(self.max_backoff, 0.1 * 2 ** min(self._attempt, 10)) * random.uniform(0.5, 1.0)
         self._attempt += 1
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("database session failed (%s); reconnecting in %.2fs", reason, delay)

@@ -219,3 +219,31 @@ def test_event_recipients_is_the_fan_out_rule(
         "SELECT user_id FROM event_recipients_v1('scenario.created', NULL) ORDER BY 1"
     ).fetchall()
     assert rows == [(alice,), (bob,), (carol,)]
+
+
+def test_user_deletion_does_not_wait_for_read_state_writers(
+    database_url: str, db: psycopg.Connection[Any], make_user: Callable[..., int]
+) -> None:
+    bob = make_user("bob")
+    make_user("carol")
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
+    while db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall():
+        pass
+    with psycopg.connect(database_url) as purger:
+        # A purge (or mark-read) transaction left open writes user_notifications...
+        purger.execute("SELECT purge_read_notifications('0 seconds')")
+        done = threading.Event()
+
+        def delete_bob() -> None:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("DELETE FROM users WHERE id = %s", [bob])
+            done.set()
+
+        worker = threading.Thread(target=delete_bob)
+        worker.start()
+        # ...and neither the deletion nor the next fan-out waits for it.
+        assert done.wait(2), "user deletion waited for an unrelated writer"
+        db.execute("INSERT INTO test_scenarios (name) VALUES ('two')")
+        assert db.execute("SELECT count(*) FROM fan_out_events_v1(100)").fetchone() == (1,)
+        worker.join()
+    assert notified(db) == {("carol", "scenario.created")}

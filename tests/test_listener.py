@@ -160,3 +160,14 @@ def test_events_without_a_notify_are_found_within_milliseconds(
         written += 1
     # Whatever the mix of notified and silent commits, nothing waits for the 30 s poll.
     wait_until(lambda: count(db) == written, timeout=1.0)
+
+
+def test_backoff_stays_bounded_after_many_failures() -> None:
+    from listener.worker import Listener
+
+    listener = Listener("postgresql://nobody@127.0.0.1:1/nothing", max_backoff=0.01)
+    listener._attempt = 5000  # hours of outage
+    started = time.monotonic()
+    listener._back_off(psycopg.OperationalError("server gone"))
+    assert time.monotonic() - started < 1
+    assert listener._attempt == 5001

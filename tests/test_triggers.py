@@ -157,3 +157,22 @@ def test_notify_only_when_no_older_event_waits(
         assert list(listen.notifies(timeout=0.3)) == []
         db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
         assert len(list(listen.notifies(timeout=0.3))) == 1
+
+
+def test_repeatable_read_writer_notifies_even_with_a_stale_view_of_the_backlog(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    insert_scenario(db, "pending")  # an older event waits...
+    with (
+        psycopg.connect(database_url, autocommit=True) as listen,
+        psycopg.connect(database_url) as writer,
+    ):
+        listen.execute("LISTEN scenario_events")
+        list(listen.notifies(timeout=0.2))
+        writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        writer.execute("SELECT count(*) FROM test_scenarios")  # the snapshot is taken here
+        db.execute("UPDATE scenario_events SET processed_at = now()")  # ...and is drained
+        writer.execute("INSERT INTO test_scenarios (name) VALUES ('late')")
+        writer.commit()
+        # Its snapshot still shows the old event waiting; it must notify regardless.
+        assert len(list(listen.notifies(timeout=0.5))) == 1

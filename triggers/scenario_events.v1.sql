@@ -35,7 +35,9 @@ BEGIN
     SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
     FROM new_rows n
     ORDER BY n.id;
-    IF FOUND AND backlog_empty THEN
+    -- Under REPEATABLE READ the check may have seen a backlog long since drained.
+    IF FOUND AND (backlog_empty
+                  OR current_setting('transaction_isolation') <> 'read committed') THEN
         PERFORM pg_notify('scenario_events', '');
     END IF;
     RETURN NULL;
@@ -66,7 +68,9 @@ BEGIN
         WHERE o.deleted_at IS NULL AND n.deleted_at IS NOT NULL
     ) e
     ORDER BY e.id, e.ord;
-    IF FOUND AND backlog_empty THEN
+    -- Under REPEATABLE READ the check may have seen a backlog long since drained.
+    IF FOUND AND (backlog_empty
+                  OR current_setting('transaction_isolation') <> 'read committed') THEN
         PERFORM pg_notify('scenario_events', '');
     END IF;
     RETURN NULL;
@@ -86,7 +90,9 @@ BEGIN
     FROM old_rows o
     WHERE o.deleted_at IS NULL
     ORDER BY o.id;
-    IF FOUND AND backlog_empty THEN
+    -- Under REPEATABLE READ the check may have seen a backlog long since drained.
+    IF FOUND AND (backlog_empty
+                  OR current_setting('transaction_isolation') <> 'read committed') THEN
         PERFORM pg_notify('scenario_events', '');
     END IF;
     RETURN NULL;
@@ -106,7 +112,9 @@ BEGIN
     FROM test_scenarios s
     WHERE s.deleted_at IS NULL
     ORDER BY s.id;
-    IF FOUND AND backlog_empty THEN
+    -- Under REPEATABLE READ the check may have seen a backlog long since drained.
+    IF FOUND AND (backlog_empty
+                  OR current_setting('transaction_isolation') <> 'read committed') THEN
         PERFORM pg_notify('scenario_events', '');
     END IF;
     RETURN NULL;

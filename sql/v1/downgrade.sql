@@ -11,4 +11,4 @@ DROP FUNCTION IF EXISTS
     current_actor_v1(), scenario_events_on_insert_v1(),
     scenario_events_on_update_v1(),
     scenario_events_on_delete_v1(), scenario_events_on_truncate_v1(),
-    users_delete_notifications_v1();
+    users_delete_notifications_v1(), fan_out_lock_key_v1();

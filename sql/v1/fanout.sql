@@ -13,7 +13,8 @@
 -- (which costs about 40% of a million-row insert; see bench/README.md). Only a
 -- redelivered event (fanout_count already set) can meet rows of its own, and only its
 -- insert skips conflicts. Returns one row per event: its id, the notifications it wrote,
--- and the seconds from its trigger to this fan-out.
+-- and the seconds from its trigger to this fan-out. A batch ends early once it has
+-- written 500,000 rows.
 
 -- Who is notified of an event: the single definition of the subscription rules. A plain
 -- SQL function, so PostgreSQL inlines it into the fan-out's INSERT ... SELECT (no per-row
@@ -37,7 +38,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     c record;
     written bigint;
+    total bigint := 0;
 BEGIN
+    -- Shared with other fan-outs, exclusive against a user's deletion (see tables.sql).
+    PERFORM pg_advisory_xact_lock_shared(fan_out_lock_key_v1());
     FOR c IN
         SELECT e.id, e.event_type, e.actor_id, e.occurred_at, e.fanout_count
         FROM scenario_events e
@@ -67,6 +71,11 @@ BEGIN
         notifications := written;
         lag_seconds := extract(epoch FROM clock_timestamp() - c.occurred_at);
         RETURN NEXT;
+        -- A batch is bounded by rows too, not only by events, so that the caller gets
+        -- back within seconds (to ping systemd's watchdog, to see a stop) even when
+        -- every event reaches a million users. The rest stays claimable.
+        total := total + written;
+        EXIT WHEN total >= 500000;
     END LOOP;
 END;
 $$;

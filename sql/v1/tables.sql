@@ -95,12 +95,19 @@ CREATE TABLE user_notifications (
 CREATE INDEX user_notifications_unread_idx ON user_notifications (user_id, event_id)
     WHERE read_at IS NULL;
 
+-- The advisory lock that orders fan-outs (shared) against user deletions (exclusive).
+CREATE FUNCTION fan_out_lock_key_v1() RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 7305214920117342001::bigint
+$$;
+
 CREATE FUNCTION users_delete_notifications_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- Wait for fan-outs in flight (they hold ROW EXCLUSIVE) and keep new ones out until
-    -- this commits, so none can write rows for a user that is going away.
-    LOCK TABLE user_notifications IN SHARE ROW EXCLUSIVE MODE;
+    -- Wait for fan-outs in flight (each holds this advisory lock shared) and keep new
+    -- ones out until this commits, so none can write rows for a user that is going away.
+    -- Only fan-outs wait on it: read-state updates, purges and vacuum do not.
+    PERFORM pg_advisory_xact_lock(fan_out_lock_key_v1());
     DELETE FROM user_notifications n USING old_users o WHERE n.user_id = o.id;
     RETURN NULL;
 END;
