@@ -4,6 +4,11 @@ Runs on its own fresh embedded server (the shipped durable settings, plus any
 --server-setting), in scratch databases: it may replace functions and drop indexes there.
 Nothing here is part of `make bench`; the shipped SQL is never edited.
 
+The figures in bench/experiments_*.json were taken against the first fan-out (a single
+INSERT ... SELECT with ON CONFLICT and RETURNING), which the variants call "as shipped".
+"Candidate v3" (V3_FUNCTION below) is what sql/v1/fanout.sql became; run today, the "as
+shipped" variant measures that one.
+
   fanout  variants of the fan-out statement at N users (steady state: prior events)
   writes  the insert trigger with and without its NOTIFY (8 writers)
 """

@@ -214,6 +214,12 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     deep_cursor_id = max(events // 100, 2)  # about 99% of the way down the heavy feed
     big = 2**62
 
+    def anyone(rng: random.Random) -> int:
+        return rng.choice(sample_users)
+
+    def heavy(_rng: random.Random) -> int:
+        return HEAVY
+
     def sql_kinds() -> dict[str, Callable[[], Callable[[random.Random], None]]]:
         def page(user: Callable[[random.Random], int], before: int) -> Callable[[], Any]:
             def make() -> Callable[[random.Random], None]:
@@ -240,12 +246,6 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
                 return request
 
             return make
-
-        def anyone(rng: random.Random) -> int:
-            return rng.choice(sample_users)
-
-        def heavy(_rng: random.Random) -> int:
-            return HEAVY
 
         return {
             "first page, random user": page(anyone, big),
@@ -280,12 +280,6 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
                 return request
 
             return make
-
-        def anyone(rng: random.Random) -> int:
-            return rng.choice(sample_users)
-
-        def heavy(_rng: random.Random) -> int:
-            return HEAVY
 
         return {
             "first page, random user": page(anyone, None),

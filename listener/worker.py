@@ -145,8 +145,8 @@ class Listener:
             listen_conn.execute(f"LISTEN {CHANNEL}")
             listen_conn.execute(f"LISTEN {probe_channel}")
             # Anything committed while nobody listened is picked up here.
-            self.catch_up(work_conn)
-            self._record_backlog(work_conn)
+            if not self.catch_up(work_conn):
+                self._record_backlog(work_conn)  # catch_up records it when it did work
             self._attempt = 0
             if not self.ready.is_set():
                 self.ready.set()
