@@ -17,7 +17,7 @@ import psycopg
 
 from bench.env import BenchServer, add_users, connect, listener_process
 
-# The recipients query of fan_out_events_v1, as one statement for an event given by id.
+# The recipients query of fan_out_events_v2, as one statement for an event given by id.
 FANOUT_INSERT = """
 INSERT INTO user_notifications (user_id, event_id)
 SELECT u.id, e.id
@@ -150,7 +150,7 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
             # its INSERT ... SELECT alone, and plain rows into a table without indexes.
             conn.execute("CHECKPOINT")
             insert_scenario(conn)
-            function_s = timed(conn, "SELECT * FROM fan_out_events_v1(100)")
+            function_s = timed(conn, "SELECT * FROM fan_out_events_v2(100)")
             conn.execute("CHECKPOINT")
             insert_s = timed(conn, FANOUT_INSERT, [bare_event(conn)])
             conn.execute("TRUNCATE bench_floor")

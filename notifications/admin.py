@@ -1,6 +1,7 @@
 """Thin wrappers over the admin SQL functions, for the CLI and the demo seed.
 
-The logic lives in SQL (sql/v1/admin.sql) so that psql and the CLI behave the same.
+The logic lives in SQL (sql/v1/admin.sql) so that psql and the CLI behave the same; the
+calls themselves are named queries (sql/queries.sql).
 """
 
 from __future__ import annotations
@@ -9,69 +10,66 @@ from typing import Any
 
 import psycopg
 
+from notifications.queries import query
 
-def create_user(conn: psycopg.Connection[Any], name: str) -> int:
-    row = conn.execute("SELECT create_user(%s)", [name]).fetchone()
-    assert row is not None
-    return int(row[0])
+Conn = psycopg.Connection[Any]
 
 
-def issue_token(conn: psycopg.Connection[Any], user_id: int) -> str:
-    row = conn.execute("SELECT issue_token(%s)", [user_id]).fetchone()
-    assert row is not None
-    return str(row[0])
+def _value(conn: Conn, query_name: str, /, **params: Any) -> Any:
+    row = conn.execute(query(query_name), params).fetchone()
+    return None if row is None else row[0]
 
 
-def revoke_tokens(conn: psycopg.Connection[Any], user_id: int) -> int:
-    row = conn.execute("SELECT revoke_tokens(%s)", [user_id]).fetchone()
-    assert row is not None
-    return int(row[0])
+def create_user(conn: Conn, name: str) -> int:
+    return int(_value(conn, "create_user", name=name))
 
 
-def set_subscription(
-    conn: psycopg.Connection[Any], user_id: int, event_type: str, enabled: bool
-) -> None:
-    conn.execute("SELECT set_subscription(%s, %s, %s)", [user_id, event_type, enabled])
+def issue_token(conn: Conn, user_id: int) -> str:
+    return str(_value(conn, "issue_token", user_id=user_id))
 
 
-def purge_read_notifications(conn: psycopg.Connection[Any], older_than: str) -> int:
-    row = conn.execute("SELECT purge_read_notifications(%s::interval)", [older_than]).fetchone()
-    assert row is not None
-    return int(row[0])
+def revoke_tokens(conn: Conn, user_id: int) -> int:
+    return int(_value(conn, "revoke_tokens", user_id=user_id))
 
 
-def redeliver_event(conn: psycopg.Connection[Any], event_id: int) -> None:
-    conn.execute("SELECT redeliver_event(%s)", [event_id])
+def set_subscription(conn: Conn, user_id: int, event_type: str, enabled: bool) -> None:
+    conn.execute(
+        query("set_subscription"),
+        {"user_id": user_id, "event_type": event_type, "enabled": enabled},
+    )
 
 
-def delete_user(conn: psycopg.Connection[Any], user_id: int) -> None:
-    conn.execute("SELECT delete_user(%s)", [user_id])
+def purge_read_notifications(conn: Conn, older_than: str) -> int:
+    return int(_value(conn, "purge_read_notifications", older_than=older_than))
 
 
-def backlog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+def redeliver_event(conn: Conn, event_id: int) -> None:
+    conn.execute(query("redeliver_event"), {"event_id": event_id})
+
+
+def delete_user(conn: Conn, user_id: int) -> None:
+    conn.execute(query("delete_user"), {"user_id": user_id})
+
+
+def backlog(conn: Conn) -> dict[str, Any]:
     """The notification_backlog view as JSON-ready values (ages in seconds)."""
-    row = conn.execute(
-        "SELECT unprocessed_events, oldest_event_id, oldest_occurred_at,"
-        " extract(epoch FROM oldest_age)::double precision"
-        " FROM notification_backlog"
-    ).fetchone()
-    assert row is not None
+    row = conn.execute(query("backlog")).fetchone()
+    assert row is not None  # an aggregate always has a row
+    unprocessed, oldest_id, oldest_at, oldest_age = row
     return {
-        "unprocessed_events": int(row[0]),
-        "oldest_event_id": row[1],
-        "oldest_occurred_at": row[2].isoformat() if row[2] is not None else None,
-        "oldest_age_seconds": round(float(row[3]), 3),
+        "unprocessed_events": int(unprocessed),
+        "oldest_event_id": oldest_id,
+        "oldest_occurred_at": oldest_at.isoformat() if oldest_at is not None else None,
+        "oldest_age_seconds": round(float(oldest_age), 3),
     }
 
 
-def listeners(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+def listeners(conn: Conn) -> list[dict[str, Any]]:
     """One entry per listener process connected to this database (the listener_activity view)."""
-    rows = conn.execute(
-        "SELECT listener_pid, connection, pid, host(client_addr), backend_start, state,"
-        " last_query_at FROM listener_activity ORDER BY listener_pid, connection"
-    ).fetchall()
     found: dict[Any, dict[str, Any]] = {}
-    for listener_pid, connection, pid, addr, started, state, last_query in rows:
+    for listener_pid, connection, pid, addr, started, state, last_query in conn.execute(
+        query("listeners")
+    ):
         entry = found.setdefault(
             listener_pid, {"listener_pid": listener_pid, "client_addr": addr, "sessions": {}}
         )
@@ -84,6 +82,6 @@ def listeners(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def user_id_by_name(conn: psycopg.Connection[Any], name: str) -> int | None:
-    row = conn.execute("SELECT id FROM users WHERE name = %s", [name]).fetchone()
-    return None if row is None else int(row[0])
+def user_id_by_name(conn: Conn, name: str) -> int | None:
+    user_id = _value(conn, "user_id_by_name", name=name)
+    return None if user_id is None else int(user_id)

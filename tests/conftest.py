@@ -9,8 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from notifications import migrate
+from notifications.api import create_app, database
+from notifications.config import Settings
 from tests.pg import server_url, with_dbname
 
 _counter = itertools.count()
@@ -103,7 +107,7 @@ def fan_out(db: psycopg.Connection[Any]) -> Callable[[], int]:
 
     def run() -> int:
         total = 0
-        while rows := db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall():
+        while rows := db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
             total += len(rows)
         return total
 
@@ -113,7 +117,7 @@ def fan_out(db: psycopg.Connection[Any]) -> Callable[[], int]:
 @pytest.fixture
 def start_listener(database_url: str) -> Iterator[Callable[..., Any]]:
     """Start in-process listeners on the test database; all stop at teardown."""
-    from listener.worker import Listener
+    from notifications.listener.worker import Listener
 
     started: list[tuple[Listener, threading.Thread]] = []
 
@@ -130,3 +134,34 @@ def start_listener(database_url: str) -> Iterator[Callable[..., Any]]:
     for listener, thread in started:
         listener.stop()
         thread.join(10)
+
+
+def build_app(database_url: str, **settings: Any) -> Flask:
+    """The one way tests build the API: create_app on a URL, with Settings fields as
+    overrides and nothing from the caller's environment. Close it with database.close."""
+    base = Settings.from_env({"DATABASE_URL": database_url})
+    return create_app(base.model_copy(update=settings), TESTING=True)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """build_app, with every pool closed at teardown."""
+    made: list[Flask] = []
+
+    def make(database_url: str, **settings: Any) -> Flask:
+        made.append(build_app(database_url, **settings))
+        return made[-1]
+
+    yield make
+    for app in made:
+        database.close(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
+    return make_app(database_url, api_pool_size=2)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests.cli import run_cli
 from tests.conftest import wait_until
 
 Conn = psycopg.Connection[Any]
@@ -51,17 +50,6 @@ def refused(
     assert message in info.value.diag.message_primary
     assert counts(db) == before, "a refused call wrote something"
     return info.value
-
-
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "notifications.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def add_scenario(db: Conn, name: str, created_by: int | None) -> int:
@@ -334,21 +322,21 @@ def test_listener_activity_shows_this_databases_listeners(
 
 
 def test_cli_user_and_token_errors(database_url: str, db: Conn) -> None:
-    made = cli(database_url, "user", "create", "rita")
+    made = run_cli("user", "create", "rita", database_url=database_url)
     assert made.returncode == 0, made.stderr
-    bad = cli(database_url, "user", "create", "two words")
+    bad = run_cli("user", "create", "two words", database_url=database_url)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "invalid user name 'two words'" in bad.stderr
-    dup = cli(database_url, "user", "create", "rita")
+    dup = run_cli("user", "create", "rita", database_url=database_url)
     assert (
         dup.returncode == 1 and dup.stderr == "notifications: error: user 'rita' already exists\n"
     )
-    missing = cli(database_url, "token", "issue", "999")
+    missing = run_cli("token", "issue", "999", database_url=database_url)
     assert missing.returncode == 1
     assert missing.stderr == "notifications: error: no user with id 999\n"
-    event = cli(database_url, "event", "redeliver", "999")
+    event = run_cli("event", "redeliver", "999", database_url=database_url)
     assert event.returncode == 1 and event.stderr == "notifications: error: no event with id 999\n"
-    usage = cli(database_url, "token", "issue", "abc")
+    usage = run_cli("token", "issue", "abc", database_url=database_url)
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1
     assert one(db, "SELECT count(*) FROM users") == 1
 
@@ -359,21 +347,21 @@ def test_cli_backlog_and_redeliver(
     user_id = make_user("sam")
     add_scenario(db, "Search", user_id)
     db.execute("UPDATE scenario_events SET occurred_at = now() - interval '10 minutes'")
-    out = cli(database_url, "backlog", "--max-age", "5m")
+    out = run_cli("backlog", "--max-age", "5m", database_url=database_url)
     assert out.returncode == 1
     backlog = json.loads(out.stdout)
     assert backlog["unprocessed_events"] == 1 and backlog["oldest_age_seconds"] >= 600
     assert "oldest unprocessed event is" in out.stderr and out.stderr.count("\n") == 1
     fan_out()
-    ok = cli(database_url, "backlog", "--max-age", "5m")
+    ok = run_cli("backlog", "--max-age", "5m", database_url=database_url)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["unprocessed_events"] == 0
 
     event_id = one(db, "SELECT max(id) FROM scenario_events")
-    again = cli(database_url, "event", "redeliver", str(event_id))
+    again = run_cli("event", "redeliver", str(event_id), database_url=database_url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"redelivered": event_id}
     assert one(db, "SELECT unprocessed_events FROM notification_backlog") == 1
 
-    listeners = cli(database_url, "listeners")
+    listeners = run_cli("listeners", database_url=database_url)
     assert listeners.returncode == 0 and json.loads(listeners.stdout) == []

@@ -9,29 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.cli import run_cli
 from tests.conftest import create_database, drop_database
 from tests.pg import with_dbname
 
-CLI = str(Path(sys.executable).with_name("notifications"))
-# Settings the caller's environment must not leak into these runs.
-_OURS = (
-    "DATABASE_URL",
-    "POLL_INTERVAL",
-    "BATCH_SIZE",
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-    "LISTENER_METRICS_PORT",
-    "MAX_BODY_BYTES",
-    "NOTIFY_SOCKET",
-)
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
 MALFORMED = (
     "postgresql://[bad",
@@ -47,19 +34,6 @@ TABLES = (
     "scenario_events",
     "user_notifications",
 )
-
-
-def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in _OURS}
-    environ.update(env)
-    return subprocess.run(
-        [CLI, *args],
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
@@ -147,7 +121,7 @@ def test_bad_arguments(
     args: list[str], shared_url: str, shared: psycopg.Connection[Any], alice: int
 ) -> None:
     before = snapshot(shared)
-    result = run_cli([a.format(alice=alice) for a in args], DATABASE_URL=shared_url)
+    result = run_cli(*[a.format(alice=alice) for a in args], DATABASE_URL=shared_url)
     assert_one_line_error(result)
     assert snapshot(shared) == before
 
@@ -165,30 +139,30 @@ WITH_DATABASE = [
 
 @pytest.mark.parametrize("args", WITH_DATABASE, ids=" ".join)
 def test_unreachable_database(args: list[str]) -> None:
-    assert_one_line_error(run_cli(args, DATABASE_URL=UNREACHABLE))
+    assert_one_line_error(run_cli(*args, DATABASE_URL=UNREACHABLE))
 
 
 @pytest.mark.parametrize("args", WITH_DATABASE, ids=" ".join)
 def test_malformed_database_url(args: list[str]) -> None:
-    assert_one_line_error(run_cli(args, DATABASE_URL=MALFORMED[0]))
+    assert_one_line_error(run_cli(*args, DATABASE_URL=MALFORMED[0]))
 
 
 @pytest.mark.parametrize("url", MALFORMED[1:])
 def test_other_malformed_database_urls(url: str) -> None:
-    assert_one_line_error(run_cli(["user", "create", "carol"], DATABASE_URL=url))
+    assert_one_line_error(run_cli(*["user", "create", "carol"], DATABASE_URL=url))
 
 
 @pytest.mark.parametrize("command", ["serve", "dev"])
 def test_malformed_database_url_when_serving(command: str) -> None:
     # It must fail before it binds the port or starts anything.
     args = [command, "--port", free_port()]
-    assert_one_line_error(run_cli(args, DATABASE_URL=MALFORMED[0]))
+    assert_one_line_error(run_cli(*args, DATABASE_URL=MALFORMED[0]))
 
 
 @pytest.mark.parametrize("args", [*WITH_DATABASE, ["serve", "--port", "{port}"]], ids=" ".join)
 def test_missing_database_url(args: list[str]) -> None:
     port = free_port()
-    assert_one_line_error(run_cli([a.format(port=port) for a in args]))
+    assert_one_line_error(run_cli(*[a.format(port=port) for a in args]))
 
 
 @pytest.mark.parametrize(
@@ -210,20 +184,20 @@ def test_bad_settings(
 ) -> None:
     before = snapshot(shared)
     # Every command reads every setting: a bad one stops even a command that ignores it.
-    assert_one_line_error(run_cli(["user", "create", "carol"], DATABASE_URL=shared_url, **env))
+    assert_one_line_error(run_cli(*["user", "create", "carol"], DATABASE_URL=shared_url, **env))
     assert snapshot(shared) == before
 
 
 @pytest.mark.parametrize("env", [{"POLL_INTERVAL": "-1"}, {"BATCH_SIZE": "0"}], ids=str)
 def test_bad_listener_settings(env: dict[str, str], shared_url: str) -> None:
-    assert_one_line_error(run_cli(["listen"], DATABASE_URL=shared_url, **env))
+    assert_one_line_error(run_cli(*["listen"], DATABASE_URL=shared_url, **env))
 
 
 @pytest.mark.parametrize(
     "args", [["user", "create", "carol"], ["token", "issue", "1"], ["listen"]], ids=" ".join
 )
 def test_database_that_is_not_migrated(args: list[str], empty_database_url: str) -> None:
-    assert_one_line_error(run_cli(args, DATABASE_URL=empty_database_url))
+    assert_one_line_error(run_cli(*args, DATABASE_URL=empty_database_url))
     with psycopg.connect(empty_database_url) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
@@ -247,7 +221,7 @@ def test_arguments_that_are_not_utf8(
 ) -> None:
     before = snapshot(shared)
     port = free_port()
-    result = run_cli([a.format(alice=alice, port=port) for a in args], DATABASE_URL=shared_url)
+    result = run_cli(*[a.format(alice=alice, port=port) for a in args], DATABASE_URL=shared_url)
     assert_one_line_error(result)
     assert "argument is not valid UTF-8" in result.stderr
     assert snapshot(shared) == before
@@ -259,7 +233,7 @@ def test_serve_on_a_port_in_use(shared_url: str, command: str) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli([command, "--port", str(port)], DATABASE_URL=shared_url)
+        result = run_cli(*[command, "--port", str(port)], DATABASE_URL=shared_url)
     assert_one_line_error(result)
     assert result.returncode == 1
     assert result.stderr == (
@@ -269,7 +243,7 @@ def test_serve_on_a_port_in_use(shared_url: str, command: str) -> None:
 
 def test_serve_on_an_unknown_host(shared_url: str) -> None:
     result = run_cli(
-        ["serve", "--host", "no-such-host.invalid", "--port", free_port()], DATABASE_URL=shared_url
+        *["serve", "--host", "no-such-host.invalid", "--port", free_port()], DATABASE_URL=shared_url
     )
     assert_one_line_error(result)
     assert "cannot listen on no-such-host.invalid:" in result.stderr

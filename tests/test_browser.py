@@ -17,8 +17,6 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from app import create_app
-from notifications.config import Settings
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.browser
@@ -65,8 +63,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def live(database_url: str) -> Iterator[Live]:
-    app = create_app(Settings(database_url=database_url))
+def live(database_url: str, make_app: Callable[..., Flask]) -> Iterator[Live]:
+    app = make_app(database_url)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -74,7 +72,6 @@ def live(database_url: str) -> Iterator[Live]:
     server.shutdown()
     server.server_close()
     thread.join(5)
-    app.extensions["engine"].dispose()
 
 
 @pytest.fixture

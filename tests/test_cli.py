@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from typing import Any
 
 import psycopg
 
 from notifications import migrate
-
-
-def cli(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url is not None:
-        env["DATABASE_URL"] = url
-    return subprocess.run(
-        [".venv/bin/notifications", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+from tests.cli import run_cli
 
 
 def test_migrate_brings_an_empty_database_to_head(empty_database_url: str) -> None:
-    result = cli("migrate", url=empty_database_url)
+    result = run_cli("migrate", database_url=empty_database_url)
     assert result.returncode == 0, result.stderr
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
     # Running it again is harmless.
-    assert cli("migrate", url=empty_database_url).returncode == 0
+    assert run_cli("migrate", database_url=empty_database_url).returncode == 0
 
 
 def test_user_create_and_token_issue(database_url: str, db: psycopg.Connection[Any]) -> None:
-    result = cli("user", "create", "alice", url=database_url)
+    result = run_cli("user", "create", "alice", database_url=database_url)
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     assert created["name"] == "alice"
@@ -38,7 +28,7 @@ def test_user_create_and_token_issue(database_url: str, db: psycopg.Connection[A
         created["id"],
     )
 
-    issued = cli("token", "issue", str(created["id"]), url=database_url)
+    issued = run_cli("token", "issue", str(created["id"]), database_url=database_url)
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()
     assert token.startswith("ntf_") and token != created["token"]
@@ -51,14 +41,14 @@ def test_user_create_and_token_issue(database_url: str, db: psycopg.Connection[A
 
 
 def test_duplicate_user_is_a_one_line_error(database_url: str) -> None:
-    assert cli("user", "create", "bob", url=database_url).returncode == 0
-    result = cli("user", "create", "bob", url=database_url)
+    assert run_cli("user", "create", "bob", database_url=database_url).returncode == 0
+    result = run_cli("user", "create", "bob", database_url=database_url)
     assert result.returncode == 1
     assert result.stderr.strip() == "notifications: error: user 'bob' already exists"
 
 
 def test_missing_database_url_is_a_one_line_error() -> None:
-    result = cli("migrate", url=None)
+    result = run_cli("migrate", database_url=None)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "DATABASE_URL is not set" in result.stderr

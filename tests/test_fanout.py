@@ -1,4 +1,4 @@
-"""fan_out_events_v1: who gets a notification, exactly once."""
+"""fan_out_events_v2: who gets a notification, exactly once."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_redelivery_is_idempotent(
     event_id = db.execute("SELECT id FROM scenario_events").fetchone()
     assert event_id is not None
     db.execute("SELECT redeliver_event(%s)", [event_id[0]])
-    rows = db.execute("SELECT * FROM fan_out_events_v1(10)").fetchall()
+    rows = db.execute("SELECT * FROM fan_out_events_v2(10)").fetchall()
     assert [r[:2] for r in rows] == [(event_id[0], 1)]
     assert notified(db) == {("bob", "scenario.created"), ("carol", "scenario.created")}
     assert db.execute("SELECT count(*) FROM user_notifications").fetchone() == (2,)
@@ -128,7 +128,7 @@ def test_concurrent_fan_outs_share_a_backlog(
 
     def worker() -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            while rows := conn.execute("SELECT * FROM fan_out_events_v1(7)").fetchall():
+            while rows := conn.execute("SELECT * FROM fan_out_events_v2(7)").fetchall():
                 with lock:
                     processed.extend(r[0] for r in rows)
 
@@ -174,7 +174,7 @@ def test_user_deleted_during_a_fan_out_keeps_no_rows(
     db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
     with psycopg.connect(database_url) as fanout:
         # The fan-out has written bob's row but not committed when his deletion starts.
-        fanout.execute("SELECT * FROM fan_out_events_v1(100)")
+        fanout.execute("SELECT * FROM fan_out_events_v2(100)")
         deleter = threading.Thread(
             target=lambda: db.execute("DELETE FROM users WHERE id = %s", [bob])
         )
@@ -195,7 +195,7 @@ def test_fan_out_waiting_on_a_user_deletion_skips_that_user(
     with psycopg.connect(database_url) as deleter:
         deleter.execute("DELETE FROM users WHERE id = %s", [bob])
         worker = threading.Thread(
-            target=lambda: db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall()
+            target=lambda: db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall()
         )
         worker.start()
         worker.join(0.3)
@@ -212,11 +212,11 @@ def test_event_recipients_is_the_fan_out_rule(
     bob = make_user("bob", executed=False)
     carol = make_user("carol")
     rows = db.execute(
-        "SELECT user_id FROM event_recipients_v1('scenario.executed', %s) ORDER BY 1", [alice]
+        "SELECT user_id FROM event_recipients_v2('scenario.executed', %s) ORDER BY 1", [alice]
     ).fetchall()
     assert rows == [(carol,)]
     rows = db.execute(
-        "SELECT user_id FROM event_recipients_v1('scenario.created', NULL) ORDER BY 1"
+        "SELECT user_id FROM event_recipients_v2('scenario.created', NULL) ORDER BY 1"
     ).fetchall()
     assert rows == [(alice,), (bob,), (carol,)]
 
@@ -227,7 +227,7 @@ def test_user_deletion_does_not_wait_for_read_state_writers(
     bob = make_user("bob")
     make_user("carol")
     db.execute("INSERT INTO test_scenarios (name) VALUES ('one')")
-    while db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall():
+    while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
         pass
     with psycopg.connect(database_url) as purger:
         # A purge (or mark-read) transaction left open writes user_notifications...
@@ -244,6 +244,6 @@ def test_user_deletion_does_not_wait_for_read_state_writers(
         # ...and neither the deletion nor the next fan-out waits for it.
         assert done.wait(2), "user deletion waited for an unrelated writer"
         db.execute("INSERT INTO test_scenarios (name) VALUES ('two')")
-        assert db.execute("SELECT count(*) FROM fan_out_events_v1(100)").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM fan_out_events_v2(100)").fetchone() == (1,)
         worker.join()
     assert notified(db) == {("carol", "scenario.created")}

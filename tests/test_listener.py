@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
+from tests.cli import run_cli, start_cli
 from tests.conftest import wait_until
 
 
@@ -21,21 +21,23 @@ def count(db: psycopg.Connection[Any], sql: str = "SELECT count(*) FROM user_not
     return int(row[0])
 
 
-def test_psql_insert_reaches_subscribers_well_within_a_second(
+# A poll interval far longer than any delivery by NOTIFY, even on a busy machine: whatever
+# arrives within half of it was woken by the NOTIFY (or the drain), never by the poll.
+LONG_POLL = 60.0
+
+
+def test_psql_insert_reaches_subscribers_before_any_poll(
     db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
 ) -> None:
     make_user("alice")
     make_user("bob")
-    # A long poll interval: only the NOTIFY can make this fast.
-    start_listener(poll_interval=30)
-    started = time.monotonic()
+    start_listener(poll_interval=LONG_POLL)
     db.execute("INSERT INTO test_scenarios (name) VALUES ('Checkout')")
-    wait_until(lambda: count(db) == 2, timeout=1.0, interval=0.005)
-    assert time.monotonic() - started < 1.0
+    wait_until(lambda: count(db) == 2, timeout=LONG_POLL / 2, interval=0.005)
     lag = db.execute(
         "SELECT extract(epoch FROM processed_at - occurred_at) FROM scenario_events"
     ).fetchone()
-    assert lag is not None and lag[0] < 0.5
+    assert lag is not None and lag[0] < LONG_POLL / 2
 
 
 def test_poll_delivers_without_notify(
@@ -91,10 +93,10 @@ def test_listener_process_exits_zero_on_sigterm(
 ) -> None:
     make_user("bob")
     db.execute("INSERT INTO test_scenarios (name) VALUES ('before start')")
-    env = {**os.environ, "DATABASE_URL": database_url, "POLL_INTERVAL": "0.5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "notifications.cli", "listen"],
-        env=env,
+    proc = start_cli(
+        "listen",
+        database_url=database_url,
+        env={"POLL_INTERVAL": "0.5"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,14 +116,7 @@ def test_listener_process_exits_zero_on_sigterm(
 
 
 def test_listener_fails_fast_on_unreachable_database() -> None:
-    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "notifications.cli", "listen"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = run_cli("listen", database_url="postgresql://nobody@127.0.0.1:1/nothing")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("notifications: error:")
@@ -130,7 +125,7 @@ def test_listener_fails_fast_on_unreachable_database() -> None:
 def test_stop_after_run_has_ended_writes_nowhere(tmp_path: Any) -> None:
     import pytest
 
-    from listener.worker import Listener
+    from notifications.listener.worker import Listener
 
     listener = Listener("postgresql://nobody@127.0.0.1:1/nothing")
     with pytest.raises(psycopg.OperationalError):
@@ -147,27 +142,26 @@ def test_stop_after_run_has_ended_writes_nowhere(tmp_path: Any) -> None:
         os.close(write_end)
 
 
-def test_events_without_a_notify_are_found_within_milliseconds(
+def test_events_without_a_notify_are_found_before_any_poll(
     db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
 ) -> None:
     """Writers skip the NOTIFY while an older event waits; the listener's drain finds them."""
     make_user("bob")
-    start_listener(poll_interval=30)
+    start_listener(poll_interval=LONG_POLL)
     deadline = time.monotonic() + 2
     written = 0
     while time.monotonic() < deadline:
         db.execute("INSERT INTO test_scenarios (name) VALUES ('burst')")
         written += 1
-    # Whatever the mix of notified and silent commits, nothing waits for the 30 s poll.
-    wait_until(lambda: count(db) == written, timeout=1.0)
+    # Whatever the mix of notified and silent commits, nothing waits for the poll.
+    wait_until(lambda: count(db) == written, timeout=LONG_POLL / 2)
 
 
 def test_backoff_stays_bounded_after_many_failures() -> None:
-    from listener.worker import Listener
+    from notifications.listener.worker import Listener
 
     listener = Listener("postgresql://nobody@127.0.0.1:1/nothing", max_backoff=0.01)
     listener._attempt = 5000  # hours of outage
-    started = time.monotonic()
+    assert 0 < listener.backoff_delay() <= listener.max_backoff
     listener._back_off(psycopg.OperationalError("server gone"))
-    assert time.monotonic() - started < 1
     assert listener._attempt == 5001

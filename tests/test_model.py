@@ -7,12 +7,13 @@ read-all up to an id. After every step the API and the database must agree with 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -24,9 +25,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-from app import create_app
-from notifications.config import Settings
 
 USERS = ("alice", "bob", "carol")
 EVENT_TYPES = ("scenario.created", "scenario.executed", "scenario.deleted")
@@ -41,8 +39,10 @@ class World:
 
 
 @pytest.fixture
-def world(database_url: str, db: psycopg.Connection[Any]) -> Iterator[World]:
-    app = create_app(Settings(database_url=database_url))
+def world(
+    database_url: str, db: psycopg.Connection[Any], make_app: Callable[..., Flask]
+) -> Iterator[World]:
+    app = make_app(database_url)
     w = World(db=db, client=app.test_client())
     for name in USERS:
         user_id = db.execute("SELECT create_user(%s)", [name]).fetchone()
@@ -52,7 +52,6 @@ def world(database_url: str, db: psycopg.Connection[Any]) -> Iterator[World]:
         assert token is not None
         w.tokens[name] = token[0]
     yield w
-    app.extensions["engine"].dispose()
 
 
 class Model(RuleBasedStateMachine):
@@ -84,7 +83,7 @@ class Model(RuleBasedStateMachine):
 
     def fan_out_and_expect(self, event_type: str, actor: str) -> None:
         db = self.world.db
-        while db.execute("SELECT * FROM fan_out_events_v1(100)").fetchall():
+        while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
             pass
         row = db.execute("SELECT max(id) FROM scenario_events").fetchone()
         assert row is not None

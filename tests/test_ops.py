@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -21,9 +20,9 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import errors
 
-from app import create_app
-from notifications.config import Settings
-from tests.conftest import wait_until
+from notifications.api import database
+from tests.cli import run_cli, start_cli
+from tests.conftest import build_app, wait_until
 
 Conn = psycopg.Connection[Any]
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def api(database_url: str) -> Iterator[Flask]:
-    app = create_app(Settings(database_url=database_url), TESTING=True, DB_POOL_SIZE=2)
+    app = build_app(database_url, api_pool_size=2)
     try:
         yield app
     finally:
-        app.extensions["engine"].dispose()
+        database.close(app)
 
 
 def samples(text: str) -> dict[str, float]:
@@ -59,16 +58,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "notifications.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 # -- health and readiness --------------------------------------------------------------------
@@ -174,11 +163,8 @@ def listener_process(
     def start(**env: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = tmp_path / f"listener-{len(started)}.log"
         with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "notifications.cli", "listen"],
-                env={**os.environ, "DATABASE_URL": database_url, **env},
-                stdout=subprocess.DEVNULL,
-                stderr=err,
+            proc = start_cli(
+                "listen", database_url=database_url, env=env, stdout=subprocess.DEVNULL, stderr=err
             )
         started.append(proc)
         return proc, log
@@ -292,13 +278,7 @@ def test_gunicorn_lines_are_json_too() -> None:
 
 
 def test_bad_log_level_is_a_one_line_error(database_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "notifications.cli", "backlog"],
-        env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "loud"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("backlog", database_url=database_url, LOG_LEVEL="loud")
     assert result.returncode == 1
     assert result.stderr.startswith("notifications: error: LOG_LEVEL must be one of")
     assert result.stderr.count("\n") == 1
@@ -370,13 +350,13 @@ def test_purge_refuses_negative_and_null(
 
 
 def test_purge_cli(database_url: str, db: Conn, aged_notifications: dict[str, int]) -> None:
-    result = cli(database_url, "purge", "--older-than", "30d")
+    result = run_cli("purge", "--older-than", "30d", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"purged": 1}
     assert aged_notifications["read_old"] not in remaining(db)
 
     for bad in ("banana", "-5d", "30", "30 parsecs"):
-        result = cli(database_url, "purge", f"--older-than={bad}")
+        result = run_cli("purge", f"--older-than={bad}", database_url=database_url)
         assert result.returncode != 0
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1, result.stderr

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from listener.sdnotify import SdNotifier, watchdog_interval
+from notifications.listener.sdnotify import SdNotifier, watchdog_interval
+from tests.cli import start_cli
 
 Conn = psycopg.Connection[Any]
 
@@ -63,9 +63,10 @@ def notify_socket() -> Iterator[NotifySocket]:
 
 
 def listen_process(database_url: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "notifications.cli", "listen"],
-        env={**os.environ, "DATABASE_URL": database_url, **env},
+    return start_cli(
+        "listen",
+        database_url=database_url,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,28 +1,26 @@
-"""Alembic environment: migrates the database named by the configured URL."""
+"""Alembic environment: migrates the database named by the configured URL.
+
+Revisions apply frozen SQL files (see apply.py); there is no SQLAlchemy model to compare
+against, so autogenerate is not used and there is no target metadata.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from notifications.schema import metadata
-
 config = context.config
 
 
 def run_migrations() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            context.configure(connection=conn)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

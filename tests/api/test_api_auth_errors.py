@@ -56,7 +56,7 @@ def test_every_api_route_is_covered_here(app: Flask) -> None:
         if method not in ("HEAD", "OPTIONS")
     }
     listed = {
-        (m, p.replace("/1", "/<id>").replace("scenario.created", "<event_type>"))
+        (m, p.replace("/1", "/<id:id>").replace("scenario.created", "<name:event_type>"))
         for m, p, _ in ROUTES
     }
     assert served == listed

@@ -8,11 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import text
+from flask import Flask
 
-from app import create_app
-from app.database import engine
-from notifications.config import Settings
+from notifications.api import database
 from tests.api.conftest import Caller, error_of
 
 SCENARIO_KEYS = {
@@ -129,19 +127,19 @@ def test_scenarios_are_shared_and_actions_are_the_callers(
 
 
 def test_actor_setting_does_not_leak_between_requests(
-    database_url: str, caller: Callable[..., Caller], db: psycopg.Connection[Any]
+    database_url: str,
+    caller: Callable[..., Caller],
+    db: psycopg.Connection[Any],
+    make_app: Callable[..., Flask],
 ) -> None:
     # One pooled connection, so every request and the check below share it: the actor set
     # for alice's request must end with that request's transaction.
-    app = create_app(Settings(database_url=database_url), DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
-    try:
-        alice = caller("alice")
-        alice.client = app.test_client()
-        sid = alice.post("/api/v1/scenarios", json={"name": "One"}).get_json()["id"]
-        alice.delete(f"/api/v1/scenarios/{sid}")
-        with app.app_context(), engine().begin() as conn:
-            assert conn.execute(text("SELECT current_actor_v1()")).scalar() is None
-            conn.execute(text("INSERT INTO test_scenarios (name) VALUES ('by psql')"))
-        assert events(db)[-1][2] is None
-    finally:
-        app.extensions["engine"].dispose()
+    app = make_app(database_url, api_pool_size=1)
+    alice = caller("alice")
+    alice.client = app.test_client()
+    sid = alice.post("/api/v1/scenarios", json={"name": "One"}).get_json()["id"]
+    alice.delete(f"/api/v1/scenarios/{sid}")
+    with database.pool(app).connection() as conn, conn.transaction():
+        assert conn.execute("SELECT current_actor_v1() AS actor").fetchone() == {"actor": None}
+        conn.execute("INSERT INTO test_scenarios (name) VALUES ('by psql')")
+    assert events(db)[-1][2] is None

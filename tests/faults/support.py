@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,11 +20,8 @@ from typing import Any
 
 import psycopg
 
+from tests.cli import start_cli
 from tests.conftest import wait_until
-
-CLI = str(Path(sys.executable).with_name("notifications"))
-# Environment variables that would change what a listener subprocess does.
-_SCRUB = ("LISTENER_METRICS_PORT", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 @dataclass
@@ -186,14 +182,14 @@ class ListenerProcess:
 
     def __init__(self, database_url: str, log_path: Path, **env: str) -> None:
         self.log_path = log_path
-        environ = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-        environ.update(
-            {"POLL_INTERVAL": "0.5", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **env},
-            DATABASE_URL=database_url,
-        )
+        env = {"POLL_INTERVAL": "0.5", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **env}
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [CLI, "listen"], env=environ, stdout=log, stderr=subprocess.STDOUT
+            self.proc = start_cli(
+                "listen",
+                database_url=database_url,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.pid = self.proc.pid
         self.started_at = time.monotonic()

@@ -42,7 +42,7 @@ def _new_event(conn: psycopg.Connection[Any]) -> int:
 
 def _running_fanout(conn: psycopg.Connection[Any], listener: ListenerProcess) -> Any:
     session = backends(conn, listener).get("fanout")
-    if session and session[1] == "active" and "fan_out_events_v1" in session[2]:
+    if session and session[1] == "active" and "fan_out_events_v2" in session[2]:
         return session
     return None
 

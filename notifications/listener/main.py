@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import start_http_server
 
-from listener.sdnotify import SdNotifier
-from listener.worker import Listener
 from notifications.config import ConfigError, Settings
 from notifications.db import check_url
+from notifications.listener.sdnotify import SdNotifier
+from notifications.listener.worker import Listener
 
 
 def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Listener:
@@ -17,6 +17,10 @@ def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Li
         url,
         poll_interval=settings.poll_interval,
         batch_size=settings.batch_size,
+        row_budget=settings.batch_row_budget,
+        linger_delays=settings.linger_delays,
+        busy_pause=settings.busy_pause,
+        max_backoff=settings.max_backoff,
         notifier=notifier,
     )
 

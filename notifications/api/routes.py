@@ -6,57 +6,34 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, LiteralString
 
 from flask import Blueprint
-from sqlalchemy import RowMapping, text
+from psycopg.rows import DictRow
 
-from app.api import models
-from app.api.registry import Api, Operation
-from app.database import session
-from app.errors import ApiError
+from notifications.api import models
+from notifications.api.database import execute
+from notifications.api.errors import ApiError, invalid, not_found
+from notifications.api.routing import Api, Operation
+from notifications.queries import query
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 api = Api(bp, "/api/v1", title="Notifications API", version="1")
 
-SCENARIO_COLUMNS = "id, name, description, created_by, created_at, last_executed_at, last_status"
-FEED_COLUMNS = (
-    "id, event_type, scenario_id, scenario_name, actor_id, actor_name, message, created_at, read_at"
-)
-FEED_FILTERS = {"all": "", "unread": " AND read_at IS NULL", "read": " AND read_at IS NOT NULL"}
-# Counted on user_notifications alone: an index-only scan of the partial unread index.
-UNREAD_COUNT_SQL = "SELECT count(*) FROM user_notifications WHERE user_id = :me AND read_at IS NULL"
-PREFERENCES_SQL = """
-SELECT t.name AS event_type, t.description, coalesce(s.enabled, t.default_enabled) AS enabled
-FROM event_types t
-LEFT JOIN subscriptions s ON s.user_id = :me AND s.event_type = t.name
-"""
+FEED_PAGE = {"all": "feed_page_all", "unread": "feed_page_unread", "read": "feed_page_read"}
 
 
-def feed_sql(status: str, after_cursor: bool) -> str:
-    """A page of the feed, newest first: a backward range scan of (user_id, event_id) on the
-    primary key, or on the partial unread index for the unread feed."""
-    cursor = " AND id < :before" if after_cursor else ""
-    return (
-        f"SELECT {FEED_COLUMNS} FROM notification_feed"
-        f" WHERE user_id = :me{FEED_FILTERS[status]}{cursor}"
-        " ORDER BY id DESC LIMIT :limit"
-    )
+def feed_page_sql(status: str) -> LiteralString:
+    """A page of the feed, newest first (see queries.sql)."""
+    return query(FEED_PAGE[status])
 
 
-def _one(sql: str, **params: Any) -> RowMapping | None:
-    return session().execute(text(sql), params).mappings().first()
+def _one(query_name: str, /, **params: Any) -> DictRow | None:
+    return execute(query(query_name), params).fetchone()
 
 
 def _act_as(me: int) -> None:
-    # Transaction-local, so the triggers name the actor and a pooled connection forgets it.
-    session().execute(
-        text("SELECT set_config('notifications.actor_id', :uid, true)"), {"uid": str(me)}
-    )
-
-
-def _not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
+    execute(query("act_as"), {"me": me})
 
 
 # Me
@@ -64,10 +41,10 @@ def _not_found(what: str) -> ApiError:
 
 @api.route("GET", "/me", summary="The authenticated user", tag="me", response=models.Me)
 def get_me(me: int) -> models.Me:
-    row = _one("SELECT id, name FROM users WHERE id = :me", me=me)
+    row = _one("me", me=me)
     if row is None:  # the token's user was deleted between the two statements
         raise ApiError(401, "unauthorized", "invalid or revoked token")
-    return models.Me.model_validate(dict(row))
+    return models.Me.model_validate(row)
 
 
 # Scenarios (shared by the team)
@@ -79,20 +56,18 @@ _SCENARIO_LINKS = {
 }
 
 
-def _scenario(row: RowMapping | None) -> models.Scenario:
+def _scenario(row: DictRow | None) -> models.Scenario:
     if row is None:
-        raise _not_found("scenario")
-    return models.Scenario.model_validate(dict(row))
+        raise not_found("scenario")
+    return models.Scenario.model_validate(row)
 
 
 @api.route(
     "GET", "/scenarios", summary="Live scenarios", tag="scenarios", response=models.ScenarioList
 )
 def list_scenarios(me: int) -> models.ScenarioList:
-    rows = session().execute(
-        text(f"SELECT {SCENARIO_COLUMNS} FROM test_scenarios WHERE deleted_at IS NULL ORDER BY id")
-    )
-    return models.ScenarioList(items=[_scenario(r) for r in rows.mappings()])
+    rows = execute(query("scenario_list"))
+    return models.ScenarioList(items=[_scenario(r) for r in rows])
 
 
 @api.route(
@@ -107,14 +82,7 @@ def list_scenarios(me: int) -> models.ScenarioList:
 )
 def create_scenario(me: int, body: models.ScenarioCreate) -> models.Scenario:
     _act_as(me)
-    row = _one(
-        "INSERT INTO test_scenarios (name, description, created_by)"
-        f" VALUES (:name, :description, :me) RETURNING {SCENARIO_COLUMNS}",
-        name=body.name,
-        description=body.description,
-        me=me,
-    )
-    return _scenario(row)
+    return _scenario(_one("scenario_create", name=body.name, description=body.description, me=me))
 
 
 @api.route(
@@ -126,12 +94,7 @@ def create_scenario(me: int, body: models.ScenarioCreate) -> models.Scenario:
     response=models.Scenario,
 )
 def get_scenario(me: int, id: int) -> models.Scenario:
-    return _scenario(
-        _one(
-            f"SELECT {SCENARIO_COLUMNS} FROM test_scenarios WHERE id = :id AND deleted_at IS NULL",
-            id=id,
-        )
-    )
+    return _scenario(_one("scenario_get", id=id))
 
 
 @api.route(
@@ -146,14 +109,7 @@ def get_scenario(me: int, id: int) -> models.Scenario:
 )
 def execute_scenario(me: int, id: int, body: models.ExecutionCreate) -> models.Scenario:
     _act_as(me)
-    return _scenario(
-        _one(
-            "UPDATE test_scenarios SET last_executed_at = clock_timestamp(), last_status = :status"
-            f" WHERE id = :id AND deleted_at IS NULL RETURNING {SCENARIO_COLUMNS}",
-            id=id,
-            status=body.status,
-        )
-    )
+    return _scenario(_one("scenario_execute", id=id, status=body.status))
 
 
 @api.route(
@@ -166,15 +122,8 @@ def execute_scenario(me: int, id: int, body: models.ExecutionCreate) -> models.S
 )
 def delete_scenario(me: int, id: int) -> None:
     _act_as(me)
-    if (
-        _one(
-            "UPDATE test_scenarios SET deleted_at = now()"
-            " WHERE id = :id AND deleted_at IS NULL RETURNING id",
-            id=id,
-        )
-        is None
-    ):
-        raise _not_found("scenario")
+    if _one("scenario_delete", id=id) is None:
+        raise not_found("scenario")
 
 
 # Notifications (personal)
@@ -186,21 +135,21 @@ def encode_cursor(last_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    invalid = ApiError(422, "invalid", "cursor: not a cursor from this API")
+    refused = invalid("cursor: not a cursor from this API")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
     except (binascii.Error, ValueError, RecursionError):
-        raise invalid from None
+        raise refused from None
     before = data.get("before") if isinstance(data, dict) else None
     if type(before) is not int or not 1 <= before <= models.BIGINT_MAX:
-        raise invalid
+        raise refused
     return before
 
 
-def _notification(row: RowMapping | None) -> models.Notification:
+def _notification(row: DictRow | None) -> models.Notification:
     if row is None:
-        raise _not_found("notification")
+        raise not_found("notification")
     actor = None
     if row["actor_id"] is not None and row["actor_name"] is not None:
         actor = models.Ref(id=row["actor_id"], name=row["actor_name"])
@@ -216,13 +165,7 @@ def _notification(row: RowMapping | None) -> models.Notification:
 
 
 def _feed_item(me: int, id: int) -> models.Notification:
-    return _notification(
-        _one(
-            f"SELECT {FEED_COLUMNS} FROM notification_feed WHERE user_id = :me AND id = :id",
-            me=me,
-            id=id,
-        )
-    )
+    return _notification(_one("feed_item", me=me, id=id))
 
 
 _NOTIFICATION_LINKS = {
@@ -241,11 +184,11 @@ _NOTIFICATION_LINKS = {
     links=_NOTIFICATION_LINKS,
 )
 def list_notifications(me: int, query: models.FeedQuery) -> models.NotificationPage:
-    params: dict[str, Any] = {"me": me, "limit": query.limit + 1}
-    if query.cursor:
-        params["before"] = decode_cursor(query.cursor)
-    rows = session().execute(text(feed_sql(query.status, "before" in params)), params)
-    items = [_notification(r) for r in rows.mappings()]
+    before = decode_cursor(query.cursor) if query.cursor else None
+    rows = execute(
+        feed_page_sql(query.status), {"me": me, "before": before, "limit": query.limit + 1}
+    )
+    items = [_notification(r) for r in rows]
     next_cursor = None
     if len(items) > query.limit:
         items = items[: query.limit]
@@ -261,8 +204,8 @@ def list_notifications(me: int, query: models.FeedQuery) -> models.NotificationP
     response=models.UnreadCount,
 )
 def unread_count(me: int) -> models.UnreadCount:
-    count = session().execute(text(UNREAD_COUNT_SQL), {"me": me}).scalar_one()
-    return models.UnreadCount(unread=count)
+    row = _one("unread_count", me=me)
+    return models.UnreadCount(unread=row["unread"] if row else 0)
 
 
 @api.route(
@@ -274,13 +217,7 @@ def unread_count(me: int) -> models.UnreadCount:
     response=models.Notification,
 )
 def mark_read(me: int, id: int) -> models.Notification:
-    session().execute(
-        text(
-            "UPDATE user_notifications SET read_at = now()"
-            " WHERE user_id = :me AND event_id = :id AND read_at IS NULL"
-        ),
-        {"me": me, "id": id},
-    )
+    execute(query("mark_read"), {"me": me, "id": id})
     return _feed_item(me, id)
 
 
@@ -293,13 +230,7 @@ def mark_read(me: int, id: int) -> models.Notification:
     response=models.Notification,
 )
 def mark_unread(me: int, id: int) -> models.Notification:
-    session().execute(
-        text(
-            "UPDATE user_notifications SET read_at = NULL"
-            " WHERE user_id = :me AND event_id = :id AND read_at IS NOT NULL"
-        ),
-        {"me": me, "id": id},
-    )
+    execute(query("mark_unread"), {"me": me, "id": id})
     return _feed_item(me, id)
 
 
@@ -313,15 +244,8 @@ def mark_unread(me: int, id: int) -> models.Notification:
     response=models.Updated,
 )
 def mark_all_read(me: int, body: models.ReadAll) -> models.Updated:
-    bound = " AND event_id <= :up_to" if body.up_to is not None else ""
-    result = session().execute(
-        text(
-            "UPDATE user_notifications SET read_at = now()"
-            f" WHERE user_id = :me AND read_at IS NULL{bound}"
-        ),
-        {"me": me, "up_to": body.up_to},
-    )
-    return models.Updated(updated=result.rowcount)  # type: ignore[attr-defined]
+    result = execute(query("mark_all_read"), {"me": me, "up_to": body.up_to})
+    return models.Updated(updated=result.rowcount)
 
 
 # Preferences (personal)
@@ -335,10 +259,8 @@ def mark_all_read(me: int, body: models.ReadAll) -> models.Updated:
     response=models.PreferenceList,
 )
 def list_preferences(me: int) -> models.PreferenceList:
-    rows = session().execute(text(PREFERENCES_SQL + " ORDER BY t.name"), {"me": me})
-    return models.PreferenceList(
-        items=[models.Preference.model_validate(dict(r)) for r in rows.mappings()]
-    )
+    rows = execute(query("preference_list"), {"me": me})
+    return models.PreferenceList(items=[models.Preference.model_validate(r) for r in rows])
 
 
 @api.route(
@@ -352,18 +274,13 @@ def list_preferences(me: int) -> models.PreferenceList:
     response=models.Preference,
 )
 def set_preference(me: int, event_type: str, body: models.PreferenceUpdate) -> models.Preference:
-    where = " WHERE t.name = :event_type"
-    if _one(PREFERENCES_SQL + where, me=me, event_type=event_type) is None:
-        raise _not_found("event type")
-    session().execute(
-        text("SELECT set_subscription(:me, :event_type, :enabled)"),
-        {"me": me, "event_type": event_type, "enabled": body.enabled},
-    )
-    row = _one(PREFERENCES_SQL + where, me=me, event_type=event_type)
-    return models.Preference.model_validate(dict(row or {}))
+    if _one("preference_get", me=me, event_type=event_type) is None:
+        raise not_found("event type")
+    _one("preference_set", me=me, event_type=event_type, enabled=body.enabled)
+    return models.Preference.model_validate(_one("preference_get", me=me, event_type=event_type))
 
 
-# The document itself, and the health routes it describes (served by app.health)
+# The document itself, and the health routes it describes (served by health.py)
 
 
 @api.route(

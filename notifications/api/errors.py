@@ -18,11 +18,21 @@ class ApiError(Exception):
         self.message = message
 
 
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid", message)
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="notifications"'
+    if status == 503:
+        response.headers["Retry-After"] = "1"
     return response
 
 

@@ -10,23 +10,22 @@ from notifications.config import Settings
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
-    """The one factory behind `notifications dev`, `notifications serve` and the tests."""
+    """The one factory behind `notifications dev`, `notifications serve` and the tests.
+
+    `overrides` are Flask config keys (TESTING=True); every knob of ours is a Settings field.
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
-    app.config.update(
-        SETTINGS=settings,
-        DATABASE_URL=settings.require_database_url(),
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
-    )
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
 
-    from app import api, database, errors, health, inbox
+    from notifications.api import database, errors, health, inbox, routes, routing
 
-    database.init_app(app)
+    routing.init_app(app)
+    database.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(routes.bp)
     app.register_blueprint(inbox.bp)
 
     @app.after_request

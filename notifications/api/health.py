@@ -10,12 +10,16 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, text
 
-from app.database import engine
+from notifications.api import database
+from notifications.queries import query
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("notifications.api")
+
+# Seconds a probe waits for a pooled connection: a load balancer's check must answer fast,
+# and a database that cannot hand out a connection in that time is not ready.
+HEALTH_TIMEOUT = 2.0
 
 
 class DatabaseCollector(Collector):
@@ -26,27 +30,19 @@ class DatabaseCollector(Collector):
     are the same whichever API worker answers.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, pool: database.Pool) -> None:
+        self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "notifications_db_up", "1 when the database answered the last scrape, else 0"
         )
         try:
-            with self._engine.connect() as conn:
-                # A scrape must not hang on a struggling database.
-                conn.execute(text("SET LOCAL statement_timeout = '2s'"))
-                row = conn.execute(
-                    text(
-                        "SELECT b.unprocessed_events,"
-                        " extract(epoch FROM b.oldest_age)::double precision,"
-                        " (SELECT count(DISTINCT a.listener_pid) FROM listener_activity a)"
-                        " FROM notification_backlog b"
-                    )
-                ).one()
-                conn.rollback()
-        except Exception as exc:  # unreachable or not migrated: report it as a metric
+            with self._pool.connection(timeout=HEALTH_TIMEOUT) as conn, conn.transaction():
+                conn.execute(query("scrape_timeout"))
+                row = conn.execute(query("scrape_gauges")).fetchone()
+                assert row is not None  # an aggregate always has a row
+        except Exception as exc:  # unreachable, not migrated, or no connection in time
             log.warning("metrics: database query failed: %s", str(exc).splitlines()[0])
             up.add_metric([], 0)
             yield up
@@ -56,17 +52,17 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily(
             "notifications_db_backlog_events",
             "Scenario events not yet fanned out (notification_backlog.unprocessed_events)",
-            value=row[0],
+            value=row["unprocessed_events"],
         )
         yield GaugeMetricFamily(
             "notifications_db_backlog_oldest_age_seconds",
             "Age of the oldest scenario event not yet fanned out, 0 when none",
-            value=row[1],
+            value=row["oldest_age_seconds"],
         )
         yield GaugeMetricFamily(
             "notifications_db_listeners",
             "Listener processes connected to the database (listener_activity)",
-            value=row[2],
+            value=row["listeners"],
         )
 
 
@@ -76,7 +72,7 @@ def _app_registry() -> CollectorRegistry:
     registry = current_app.extensions.get("metrics_registry")
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(DatabaseCollector(engine()))
+        registry.register(DatabaseCollector(database.pool()))
         current_app.extensions["metrics_registry"] = registry
     return registry
 
@@ -97,8 +93,9 @@ def _revisions() -> tuple[str, frozenset[str]]:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     try:
-        with engine().connect() as conn:
-            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        with database.pool().connection(timeout=HEALTH_TIMEOUT) as conn:
+            row = conn.execute(query("schema_revision")).fetchone()
+        revision = row["version_num"] if row else None
     except Exception as exc:  # any failure to reach or read the database means not ready
         current_app.logger.warning("not ready: %s", str(exc).splitlines()[0] if str(exc) else exc)
         return jsonify(

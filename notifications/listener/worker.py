@@ -2,7 +2,7 @@
 
 It waits for a NOTIFY, a poll interval or a stop, whichever comes first; NOTIFY is only a
 hint, so a lost one costs at most one poll interval. On every wake it drains the backlog
-through fan_out_events_v1(), one transaction per batch. Any lost connection leads to a
+through fan_out_events_v2(), one transaction per batch. Any lost connection leads to a
 reconnect with backoff, and every (re)connect starts with a catch-up.
 """
 
@@ -19,18 +19,18 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from listener import metrics
-from listener.sdnotify import SdNotifier, watchdog_interval
+from notifications.config import Settings
 from notifications.db import connect
+from notifications.listener import metrics
+from notifications.listener.sdnotify import SdNotifier, watchdog_interval
+from notifications.queries import query
 
 log = logging.getLogger("notifications.listener")
 
-CHANNEL = "scenario_events"
-# Seconds between the re-polls after a busy wake (see _linger): 155 ms in all.
-LINGER_DELAYS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.04, 0.08)
-# Seconds between two fan-out calls while busy (see catch_up).
-BUSY_PAUSE = 0.005
+# The defaults of every tuning knob are Settings' own, defined in one place.
+_DEFAULTS = Settings.model_fields
 
 
 class ListenConnectionLost(psycopg.OperationalError):
@@ -42,15 +42,24 @@ class Listener:
         self,
         database_url: str,
         *,
-        poll_interval: float = 2.0,
-        batch_size: int = 100,
+        poll_interval: float = _DEFAULTS["poll_interval"].default,
+        batch_size: int = _DEFAULTS["batch_size"].default,
+        row_budget: int = _DEFAULTS["batch_row_budget"].default,
+        linger_delays: tuple[float, ...] = _DEFAULTS["linger_delays"].default,
+        busy_pause: float = _DEFAULTS["busy_pause"].default,
         notifier: SdNotifier | None = None,
-        max_backoff: float = 10.0,
+        max_backoff: float = _DEFAULTS["max_backoff"].default,
         name: str = "notifications-listener",
     ) -> None:
         self.database_url = database_url
         self.poll_interval = poll_interval
         self.batch_size = batch_size
+        self.row_budget = row_budget
+        # Seconds between the re-polls after a busy wake (see _linger).
+        self.linger_delays = tuple(linger_delays)
+        # Seconds between two fan-out calls while busy (see catch_up).
+        self.busy_pause = busy_pause
+        self.channel = ""  # read from the database at each session start
         self.notifier = notifier or SdNotifier()
         # systemd kills the service when WATCHDOG=1 stops for WatchdogSec; every wait and
         # every backoff sleep is capped at half of that so a quiet loop still pings in time.
@@ -127,9 +136,14 @@ class Listener:
             if self.ready.is_set():
                 log.info("listener stopped")
 
+    def backoff_delay(self) -> float:
+        """Seconds before the next reconnect: doubling from 0.1 s, capped, with jitter."""
+        delay: float = min(self.max_backoff, 0.1 * 2 ** min(self._attempt, 10))
+        return delay * random.uniform(0.5, 1.0)
+
     def _back_off(self, exc: psycopg.Error) -> None:
         metrics.RECONNECTS.inc()
-        delay = min(self.max_backoff, 0.1 * 2 ** min(self._attempt, 10)) * random.uniform(0.5, 1.0)
+        delay = self.backoff_delay()
         self._attempt += 1
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("database session failed (%s); reconnecting in %.2fs", reason, delay)
@@ -142,8 +156,11 @@ class Listener:
             connect(self.database_url, self.name + " fanout", autocommit=True) as work_conn,
         ):
             probe_channel = f"notifications_probe_{listen_conn.info.backend_pid}"
-            listen_conn.execute(f"LISTEN {CHANNEL}")
-            listen_conn.execute(f"LISTEN {probe_channel}")
+            # The channel is defined once, in SQL, beside the triggers that notify it.
+            row = work_conn.execute(query("listen_channel")).fetchone()
+            self.channel = str(row[0]) if row else ""
+            for channel in (self.channel, probe_channel):
+                listen_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             # Anything committed while nobody listened is picked up here.
             if not self.catch_up(work_conn):
                 self._record_backlog(work_conn)  # catch_up records it when it did work
@@ -153,13 +170,13 @@ class Listener:
                 self.notifier.ready("listening")
                 log.info(
                     "listening on %s (poll every %.1fs, batches of %d)",
-                    CHANNEL,
+                    self.channel,
                     self.poll_interval,
                     self.batch_size,
                 )
             else:
                 self.notifier.status("listening")
-                log.info("listening on %s", CHANNEL)
+                log.info("listening on %s", self.channel)
 
             probe_sent_at: float | None = None
             while not self.stopping:
@@ -184,7 +201,7 @@ class Listener:
                     # probe sent last time and never seen means it is not.
                     if probe_sent_at is not None:
                         raise ListenConnectionLost("LISTEN connection did not deliver its probe")
-                    work_conn.execute("SELECT pg_notify(%s, '')", [probe_channel])
+                    work_conn.execute(query("probe"), {"channel": probe_channel})
                     probe_sent_at = time.monotonic()
 
     def _wait(self, fileno: int, timeout: float) -> bool:
@@ -212,8 +229,7 @@ class Listener:
         while not self.stopping:
             started = time.perf_counter()
             rows = conn.execute(
-                "SELECT event_id, notifications, lag_seconds FROM fan_out_events_v1(%s::integer)",
-                [self.batch_size],
+                query("fan_out"), {"batch_size": self.batch_size, "row_budget": self.row_budget}
             ).fetchall()
             if not rows:
                 break
@@ -248,7 +264,7 @@ class Listener:
                 # gather: fewer, larger fan-outs, and a backlog that is rarely empty, so
                 # that few writers pay for a NOTIFY. It costs a few milliseconds of
                 # latency only while busy.
-                select.select([self._wake_r], [], [], BUSY_PAUSE)
+                select.select([self._wake_r], [], [], self.busy_pause)
         if done:
             self._record_backlog(conn)
         return done
@@ -261,15 +277,13 @@ class Listener:
         rather than at the next poll interval. Any work found starts the sequence again;
         a notification ends the lingering, and the main loop takes it from there.
         """
-        delays = LINGER_DELAYS
+        delays = self.linger_delays
         while delays and not self.stopping:
             ready, _, _ = select.select([fileno, self._wake_r], [], [], delays[0])
             if ready:
                 return
-            delays = LINGER_DELAYS if self.catch_up(conn) else delays[1:]
+            delays = self.linger_delays if self.catch_up(conn) else delays[1:]
 
     def _record_backlog(self, conn: psycopg.Connection[Any]) -> None:
-        backlog = conn.execute(
-            "SELECT count(*) FROM scenario_events WHERE processed_at IS NULL"
-        ).fetchone()
+        backlog = conn.execute(query("backlog_count")).fetchone()
         metrics.BACKLOG.set(backlog[0] if backlog else 0)

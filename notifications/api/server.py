@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from app import create_app
 from notifications import logs
+from notifications.api import create_app
 from notifications.config import Settings
 
 
@@ -26,13 +26,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 2, threads: int = 8) -> None:
+def serve(settings: Settings) -> None:
     _Gunicorn(
         settings,
         {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": threads,
+            "bind": f"{settings.api_host}:{settings.api_port}",
+            "workers": settings.api_workers,
+            "threads": settings.api_threads,
             "worker_class": "gthread",
             "accesslog": "-",
             "graceful_timeout": 20,

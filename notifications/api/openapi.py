@@ -1,0 +1,149 @@
+"""The OpenAPI 3.1 document, generated from the route registry (routing.py) and the
+pydantic models, so that what is served and what is documented cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from notifications.api import models
+
+if TYPE_CHECKING:
+    from notifications.api.routing import Api, ParamKind
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No content",
+    400: "Malformed JSON body",
+    401: "Missing, invalid or revoked bearer token",
+    404: "Absent, or not yours",
+    413: "Request body too large",
+    415: "Body is not JSON (Content-Type must be application/json)",
+    422: "Valid JSON, invalid values",
+    503: "Not ready",
+}
+_PARAM_SCHEMAS: dict[ParamKind, dict[str, Any]] = {
+    "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": models.BIGINT_MAX},
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+
+def build_spec(api: Api) -> dict[str, Any]:
+    request_models = {m for op in api.operations for m in (op.body,) if m is not None}
+    response_models = {models.Error} | {
+        m
+        for op in api.operations
+        for m in (op.response, *op.other_statuses.values())
+        if m is not None
+    }
+    ordered: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        *((m, "validation") for m in sorted(request_models, key=lambda m: m.__name__)),
+        *((m, "serialization") for m in sorted(response_models, key=lambda m: m.__name__)),
+    ]
+    keys, defs = models_json_schema(ordered, ref_template="#/components/schemas/{model}")
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return keys[(model, mode)]  # type: ignore[index]
+
+    def content(model: type[BaseModel] | None, media_type: str) -> dict[str, Any]:
+        if model is not None:
+            schema = ref(model, "serialization")
+        else:
+            schema = {"type": "object" if media_type == "application/json" else "string"}
+        return {media_type: {"schema": schema}}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in api.operations:
+        responses: dict[str, Any] = {}
+        success: dict[str, Any] = {"description": _REASONS.get(op.status, "OK")}
+        if op.status != 204:
+            success["content"] = content(op.response, op.media_type)
+        if op.links:
+            success["links"] = {
+                name: {"operationId": target, "parameters": dict(parameters)}
+                for name, (target, parameters) in op.links.items()
+            }
+        responses[str(op.status)] = success
+        for status, model in op.other_statuses.items():
+            responses[str(status)] = {
+                "description": _REASONS.get(status, "Error"),
+                "content": content(model, op.media_type),
+            }
+        for status in op.error_statuses():
+            responses[str(status)] = {
+                "description": _REASONS[status],
+                "content": {"application/json": {"schema": ref(models.Error, "serialization")}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "security": [{"bearer": []}] if op.auth else [],
+            "responses": responses,
+        }
+        parameters: list[dict[str, Any]] = []
+        for name, kind in op.params.items():
+            parameter = {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _PARAM_SCHEMAS[kind],
+            }
+            if name in op.examples:
+                parameter["example"] = op.examples[name]
+            parameters.append(parameter)
+        if op.query is not None:
+            parameters += _query_parameters(op.query)
+        if parameters:
+            operation["parameters"] = parameters
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": op.body_required,
+                "content": {"application/json": {"schema": ref(op.body, "validation")}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": api.title, "version": api.version},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from `notifications token issue USER_ID`.",
+                }
+            },
+        },
+    }
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(mode="validation")
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        prop.pop("title", None)
+        description = prop.pop("description", None)
+        # An absent parameter is the null; a query string cannot carry a JSON null.
+        variants = [v for v in prop.pop("anyOf", []) if v.get("type") != "null"]
+        if len(variants) == 1:
+            prop = {**variants[0], **prop}
+        if prop.get("default") is None:
+            prop.pop("default", None)
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+        }
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters

@@ -1,0 +1,182 @@
+-- The runtime queries of every process, one named block each, loaded by
+-- notifications/queries.py: a block starts with a line `-- name: NAME` and runs to the next.
+-- Parameters are psycopg's %(name)s. These are not migrations: they change with the code
+-- that runs them, and only ever read and call what a migration created.
+--
+-- Personal tables are read by user_id first, always: it keeps every query on its index
+-- and, on Citus, on one shard.
+
+-- ============================== API: authentication ==============================
+
+-- name: authenticate
+SELECT authenticate_token_v1(%(token)s) AS user_id;
+
+-- name: act_as
+-- Transaction-local, so the triggers name the actor and a pooled connection forgets it.
+SELECT set_config('notifications.actor_id', %(me)s::text, true);
+
+-- name: me
+SELECT id, name FROM users WHERE id = %(me)s;
+
+-- ============================== API: scenarios (team data) ==============================
+
+-- name: scenario_list
+SELECT id, name, description, created_by, created_at, last_executed_at, last_status
+FROM test_scenarios WHERE deleted_at IS NULL ORDER BY id;
+
+-- name: scenario_get
+SELECT id, name, description, created_by, created_at, last_executed_at, last_status
+FROM test_scenarios WHERE id = %(id)s AND deleted_at IS NULL;
+
+-- name: scenario_create
+INSERT INTO test_scenarios (name, description, created_by)
+VALUES (%(name)s, %(description)s, %(me)s)
+RETURNING id, name, description, created_by, created_at, last_executed_at, last_status;
+
+-- name: scenario_execute
+UPDATE test_scenarios SET last_executed_at = clock_timestamp(), last_status = %(status)s
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id, name, description, created_by, created_at, last_executed_at, last_status;
+
+-- name: scenario_delete
+UPDATE test_scenarios SET deleted_at = now()
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- ============================== API: the feed (personal) ==============================
+-- A page is a backward range scan from the cursor (%(before)s, NULL on the first page) on
+-- user_notifications' primary key (user_id, event_id), or on the partial unread index.
+-- The NULL becomes the largest bigint rather than a second query text: the bound stays a
+-- plain index condition either way.
+
+-- name: feed_page_all
+SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
+       created_at, read_at
+FROM notification_feed
+WHERE user_id = %(me)s AND id < coalesce(%(before)s, 9223372036854775807)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: feed_page_unread
+SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
+       created_at, read_at
+FROM notification_feed
+WHERE user_id = %(me)s AND read_at IS NULL AND id < coalesce(%(before)s, 9223372036854775807)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: feed_page_read
+SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
+       created_at, read_at
+FROM notification_feed
+WHERE user_id = %(me)s AND read_at IS NOT NULL
+  AND id < coalesce(%(before)s, 9223372036854775807)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: feed_item
+SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
+       created_at, read_at
+FROM notification_feed WHERE user_id = %(me)s AND id = %(id)s;
+
+-- name: unread_count
+-- Counted on user_notifications alone: an index-only scan of the partial unread index.
+SELECT count(*) AS unread FROM user_notifications WHERE user_id = %(me)s AND read_at IS NULL;
+
+-- name: mark_read
+-- Keeps the first read_at: a second mark changes nothing.
+UPDATE user_notifications SET read_at = now()
+WHERE user_id = %(me)s AND event_id = %(id)s AND read_at IS NULL;
+
+-- name: mark_unread
+UPDATE user_notifications SET read_at = NULL
+WHERE user_id = %(me)s AND event_id = %(id)s AND read_at IS NOT NULL;
+
+-- name: mark_all_read
+-- %(up_to)s NULL marks everything unread; the bound keeps the same index condition.
+UPDATE user_notifications SET read_at = now()
+WHERE user_id = %(me)s AND read_at IS NULL
+  AND event_id <= coalesce(%(up_to)s, 9223372036854775807);
+
+-- ============================== API: preferences (personal) ==============================
+-- The subscription rule itself lives in one place, the user_subscriptions view, which the
+-- fan-out reads too (event_recipients_v2).
+
+-- name: preference_list
+SELECT us.event_type, t.description, us.enabled
+FROM user_subscriptions us JOIN event_types t ON t.name = us.event_type
+WHERE us.user_id = %(me)s
+ORDER BY us.event_type;
+
+-- name: preference_get
+SELECT us.event_type, t.description, us.enabled
+FROM user_subscriptions us JOIN event_types t ON t.name = us.event_type
+WHERE us.user_id = %(me)s AND us.event_type = %(event_type)s;
+
+-- name: preference_set
+SELECT set_subscription(%(me)s, %(event_type)s, %(enabled)s);
+
+-- ============================== API: health ==============================
+
+-- name: schema_revision
+SELECT version_num FROM alembic_version;
+
+-- name: scrape_timeout
+-- A scrape must not hang on a struggling database.
+SET LOCAL statement_timeout = '2s';
+
+-- name: scrape_gauges
+SELECT b.unprocessed_events,
+       extract(epoch FROM b.oldest_age)::double precision AS oldest_age_seconds,
+       (SELECT count(DISTINCT a.listener_pid) FROM listener_activity a) AS listeners
+FROM notification_backlog b;
+
+-- ============================== listener ==============================
+
+-- name: listen_channel
+SELECT event_channel_v2() AS channel;
+
+-- name: fan_out
+SELECT event_id, notifications, lag_seconds
+FROM fan_out_events_v2(%(batch_size)s::integer, %(row_budget)s::bigint);
+
+-- name: backlog_count
+SELECT count(*) FROM scenario_events WHERE processed_at IS NULL;
+
+-- name: probe
+-- To our own LISTEN connection: proves it still delivers while the channel is quiet.
+SELECT pg_notify(%(channel)s, '');
+
+-- ============================== CLI and operators ==============================
+-- Thin calls of the admin functions (sql/v1/admin.sql), so psql and the CLI behave alike.
+
+-- name: create_user
+SELECT create_user(%(name)s);
+
+-- name: issue_token
+SELECT issue_token(%(user_id)s);
+
+-- name: revoke_tokens
+SELECT revoke_tokens(%(user_id)s);
+
+-- name: set_subscription
+SELECT set_subscription(%(user_id)s, %(event_type)s, %(enabled)s);
+
+-- name: purge_read_notifications
+SELECT purge_read_notifications(%(older_than)s::interval);
+
+-- name: redeliver_event
+SELECT redeliver_event(%(event_id)s);
+
+-- name: delete_user
+SELECT delete_user(%(user_id)s);
+
+-- name: user_id_by_name
+SELECT id FROM users WHERE name = %(name)s;
+
+-- name: backlog
+SELECT unprocessed_events, oldest_event_id, oldest_occurred_at,
+       extract(epoch FROM oldest_age)::double precision AS oldest_age_seconds
+FROM notification_backlog;
+
+-- name: listeners
+SELECT listener_pid, connection, pid, host(client_addr) AS client_addr, backend_start, state,
+       last_query_at
+FROM listener_activity ORDER BY listener_pid, connection;

@@ -1,1 +1,0 @@
-"""SQL shipped with the package; see docs/migrations.md for the freezing rule."""
