@@ -1,4 +1,4 @@
-"""`python -m bench.experiments`: the analysis behind bench/README.md's recommendations.
+"""(Archived; see bench/archive/README.md.) The analysis behind bench/README.md's findings.
 
 Runs on its own fresh embedded server (the shipped durable settings, plus any
 --server-setting), in scratch databases: it may replace functions and drop indexes there.
@@ -175,7 +175,7 @@ $$;
 """
 
 
-FUNCTION_CALL = "SELECT * FROM fan_out_events_v2(100)"
+FUNCTION_CALL = "SELECT * FROM fan_out_events_v1(100)"
 FLOOR = "INSERT INTO bench_floor (user_id, event_id) SELECT id, 1 FROM users"
 FLOOR_TABLE = (
     "CREATE TABLE bench_floor (user_id bigint NOT NULL, event_id bigint NOT NULL,"
@@ -185,15 +185,15 @@ FLOOR_TABLE = (
 # name -> (setup SQL run once on the clone, statement, does the statement take an event id?)
 VARIANTS: dict[str, tuple[list[str], str, bool]] = {
     "floor: plain rows, no index": ([FLOOR_TABLE], FLOOR, False),
-    "fan_out_events_v2 (as shipped)": ([], FUNCTION_CALL, False),
+    "fan_out_events_v1 (as shipped)": ([], FUNCTION_CALL, False),
     "candidate v2 (ON CONFLICT only on redelivery)": (
         [V2_FUNCTION],
-        FUNCTION_CALL.replace("fan_out_events_v2", "fan_out_events_bench_v2"),
+        FUNCTION_CALL.replace("fan_out_events_v1", "fan_out_events_bench_v2"),
         False,
     ),
     "candidate v3 (per-event INSERT, no RETURNING)": (
         [V3_FUNCTION],
-        FUNCTION_CALL.replace("fan_out_events_v2", "fan_out_events_bench_v3"),
+        FUNCTION_CALL.replace("fan_out_events_v1", "fan_out_events_bench_v3"),
         False,
     ),
     "candidate v3 + pkey INCLUDE (read_at), no unread index": (
@@ -203,7 +203,7 @@ VARIANTS: dict[str, tuple[list[str], str, bool]] = {
             "ALTER TABLE user_notifications DROP CONSTRAINT user_notifications_pkey",
             "ALTER TABLE user_notifications ADD PRIMARY KEY (user_id, event_id) INCLUDE (read_at)",
         ],
-        FUNCTION_CALL.replace("fan_out_events_v2", "fan_out_events_bench_v3"),
+        FUNCTION_CALL.replace("fan_out_events_v1", "fan_out_events_bench_v3"),
         False,
     ),
     "INSERT..SELECT as in v1": ([], FANOUT_INSERT, True),
