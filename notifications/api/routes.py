@@ -208,30 +208,26 @@ def unread_count(me: int) -> models.UnreadCount:
     return models.UnreadCount(unread=row["unread"] if row else 0)
 
 
-@api.route(
-    "POST",
-    "/notifications/{id}/read",
-    summary="Mark a notification read (keeps the first read_at)",
-    tag="notifications",
-    params={"id": "id"},
-    response=models.Notification,
-)
-def mark_read(me: int, id: int) -> models.Notification:
-    execute(query("mark_read"), {"me": me, "id": id})
-    return _feed_item(me, id)
+def _mark_route(state: str, summary: str) -> None:
+    """POST /notifications/{id}/read and .../unread: one shape, two queries."""
+
+    def mark(me: int, id: int) -> models.Notification:
+        execute(query(f"mark_{state}"), {"me": me, "id": id})
+        return _feed_item(me, id)
+
+    mark.__name__ = f"mark_{state}"  # the operationId the links name
+    api.route(
+        "POST",
+        f"/notifications/{{id}}/{state}",
+        summary=summary,
+        tag="notifications",
+        params={"id": "id"},
+        response=models.Notification,
+    )(mark)
 
 
-@api.route(
-    "POST",
-    "/notifications/{id}/unread",
-    summary="Mark a notification unread",
-    tag="notifications",
-    params={"id": "id"},
-    response=models.Notification,
-)
-def mark_unread(me: int, id: int) -> models.Notification:
-    execute(query("mark_unread"), {"me": me, "id": id})
-    return _feed_item(me, id)
+_mark_route("read", "Mark a notification read (keeps the first read_at)")
+_mark_route("unread", "Mark a notification unread")
 
 
 @api.route(

@@ -23,12 +23,14 @@ LANGUAGE sql STABLE AS $$
     SELECT NOT EXISTS (SELECT 1 FROM scenario_events e WHERE e.processed_at IS NULL)
 $$;
 
--- Called by a trigger that wrote events, with what backlog_is_empty_v2() said before.
-CREATE FUNCTION wake_listeners_v2(backlog_was_empty boolean) RETURNS void
+-- Called by every trigger after its INSERT, with what backlog_is_empty_v2() said before it
+-- and whether the INSERT wrote anything.
+CREATE FUNCTION wake_listeners_v2(backlog_was_empty boolean, wrote boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     -- Under REPEATABLE READ the check may have seen a backlog long since drained.
-    IF backlog_was_empty OR current_setting('transaction_isolation') <> 'read committed' THEN
+    IF wrote AND (backlog_was_empty
+                  OR current_setting('transaction_isolation') <> 'read committed') THEN
         PERFORM pg_notify(event_channel_v2(), '');
     END IF;
 END;
@@ -36,45 +38,37 @@ $$;
 
 CREATE FUNCTION scenario_events_on_insert_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    backlog_was_empty boolean := backlog_is_empty_v2();
+DECLARE quiet boolean := backlog_is_empty_v2();
 BEGIN
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
     SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
-    FROM new_rows n
-    ORDER BY n.id;
-    IF FOUND THEN
-        PERFORM wake_listeners_v2(backlog_was_empty);
-    END IF;
+    FROM new_rows n ORDER BY n.id;
+    PERFORM wake_listeners_v2(quiet, FOUND);
     RETURN NULL;
 END;
 $$;
 
+-- An execution (a new last_executed_at or last_status) and a soft delete of a live
+-- scenario are events; one UPDATE may be both, the execution first.
 CREATE FUNCTION scenario_events_on_update_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    backlog_was_empty boolean := backlog_is_empty_v2();
+DECLARE quiet boolean := backlog_is_empty_v2();
 BEGIN
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, status, actor_id)
-    SELECT e.event_type, e.id, e.name, e.status, current_actor_v1()
-    FROM (
-        SELECT 1 AS ord, 'scenario.executed' AS event_type, n.id, n.name,
-               n.last_status AS status
-        FROM new_rows n JOIN old_rows o ON o.id = n.id
-        WHERE o.deleted_at IS NULL
-          AND n.last_executed_at IS NOT NULL
-          -- A second run in one transaction may reuse now(); a new status still counts.
-          AND (n.last_executed_at, n.last_status)
-              IS DISTINCT FROM (o.last_executed_at, o.last_status)
-        UNION ALL
-        SELECT 2, 'scenario.deleted', n.id, n.name, NULL
-        FROM new_rows n JOIN old_rows o ON o.id = n.id
-        WHERE o.deleted_at IS NULL AND n.deleted_at IS NOT NULL
-    ) e
-    ORDER BY e.id, e.ord;
-    IF FOUND THEN
-        PERFORM wake_listeners_v2(backlog_was_empty);
-    END IF;
+    SELECT happened.event_type, n.id, n.name, happened.status, current_actor_v1()
+    FROM new_rows n
+    JOIN old_rows o USING (id)
+    CROSS JOIN LATERAL (VALUES
+        (1, 'scenario.executed', n.last_status,
+         -- A second run in one transaction may reuse now(); a new status still counts.
+         n.last_executed_at IS NOT NULL
+         AND (n.last_executed_at, n.last_status)
+             IS DISTINCT FROM (o.last_executed_at, o.last_status)),
+        (2, 'scenario.deleted', NULL, n.deleted_at IS NOT NULL)
+    ) AS happened (ord, event_type, status, is_event)
+    WHERE o.deleted_at IS NULL AND happened.is_event
+    ORDER BY n.id, happened.ord;
+    PERFORM wake_listeners_v2(quiet, FOUND);
     RETURN NULL;
 END;
 $$;
@@ -82,17 +76,12 @@ $$;
 -- A plain DELETE of a scenario that was not already soft-deleted is a deletion event.
 CREATE FUNCTION scenario_events_on_delete_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    backlog_was_empty boolean := backlog_is_empty_v2();
+DECLARE quiet boolean := backlog_is_empty_v2();
 BEGIN
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
     SELECT 'scenario.deleted', o.id, o.name, current_actor_v1()
-    FROM old_rows o
-    WHERE o.deleted_at IS NULL
-    ORDER BY o.id;
-    IF FOUND THEN
-        PERFORM wake_listeners_v2(backlog_was_empty);
-    END IF;
+    FROM old_rows o WHERE o.deleted_at IS NULL ORDER BY o.id;
+    PERFORM wake_listeners_v2(quiet, FOUND);
     RETURN NULL;
 END;
 $$;
@@ -100,33 +89,25 @@ $$;
 -- TRUNCATE has no transition table: record the live rows before they go.
 CREATE FUNCTION scenario_events_on_truncate_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    backlog_was_empty boolean := backlog_is_empty_v2();
+DECLARE quiet boolean := backlog_is_empty_v2();
 BEGIN
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
-    SELECT 'scenario.deleted', s.id, s.name, current_actor_v1()
-    FROM test_scenarios s
-    WHERE s.deleted_at IS NULL
-    ORDER BY s.id;
-    IF FOUND THEN
-        PERFORM wake_listeners_v2(backlog_was_empty);
-    END IF;
+    SELECT 'scenario.deleted', live.id, live.name, current_actor_v1()
+    FROM test_scenarios live WHERE live.deleted_at IS NULL ORDER BY live.id;
+    PERFORM wake_listeners_v2(quiet, FOUND);
     RETURN NULL;
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER scenario_events_insert
-    AFTER INSERT ON test_scenarios REFERENCING NEW TABLE AS new_rows
+-- The same four triggers, now calling the v2 functions.
+CREATE OR REPLACE TRIGGER scenario_events_insert AFTER INSERT ON test_scenarios
+    REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_insert_v2();
-
-CREATE OR REPLACE TRIGGER scenario_events_update
-    AFTER UPDATE ON test_scenarios REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+CREATE OR REPLACE TRIGGER scenario_events_update AFTER UPDATE ON test_scenarios
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_update_v2();
-
-CREATE OR REPLACE TRIGGER scenario_events_delete
-    AFTER DELETE ON test_scenarios REFERENCING OLD TABLE AS old_rows
+CREATE OR REPLACE TRIGGER scenario_events_delete AFTER DELETE ON test_scenarios
+    REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_delete_v2();
-
-CREATE OR REPLACE TRIGGER scenario_events_truncate
-    BEFORE TRUNCATE ON test_scenarios
+CREATE OR REPLACE TRIGGER scenario_events_truncate BEFORE TRUNCATE ON test_scenarios
     FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_truncate_v2();

@@ -28,50 +28,42 @@ $$;
 -- INSERT ... SELECT, and marks it processed, all in the caller's transaction. A batch also
 -- ends once it has written row_budget rows, so that the caller is back within seconds
 -- (to ping systemd's watchdog, to see a stop) even when every event reaches a million
--- users; the rest stays claimable. Only a redelivered event (fanout_count set) can meet
--- rows of its own, so only its insert pays for ON CONFLICT.
+-- users; the rest stays claimable. A first delivery cannot meet rows of its own (the claim
+-- makes it exactly-once), so only a redelivered event (fanout_count set) looks for them:
+-- the OR stops at its first arm otherwise, and no ON CONFLICT is paid on the hot path.
 CREATE FUNCTION fan_out_events_v2(batch_size integer DEFAULT 100,
                                   row_budget bigint DEFAULT 500000)
 RETURNS TABLE (event_id bigint, notifications bigint, lag_seconds double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
-    c record;
-    written bigint;
-    total bigint := 0;
+    ev record;
+    n bigint;
+    budget_left bigint := greatest(row_budget, 1);
 BEGIN
     -- Shared with other fan-outs, exclusive against a user's deletion (see tables.sql).
     PERFORM pg_advisory_xact_lock_shared(fan_out_lock_key_v1());
-    FOR c IN
-        SELECT e.id, e.event_type, e.actor_id, e.occurred_at, e.fanout_count
-        FROM scenario_events e
-        WHERE e.processed_at IS NULL
-        ORDER BY e.id
-        LIMIT greatest(batch_size, 1)
-        FOR UPDATE SKIP LOCKED
+    FOR ev IN
+        SELECT q.id, q.event_type, q.actor_id, q.fanout_count IS NOT NULL AS redelivered
+        FROM scenario_events q WHERE q.processed_at IS NULL
+        ORDER BY q.id LIMIT greatest(batch_size, 1) FOR UPDATE SKIP LOCKED
     LOOP
-        IF c.fanout_count IS NULL THEN
-            INSERT INTO user_notifications (user_id, event_id)
-            SELECT r.user_id, c.id FROM event_recipients_v2(c.event_type, c.actor_id) r
-            ORDER BY r.user_id;
-        ELSE
-            INSERT INTO user_notifications (user_id, event_id)
-            SELECT r.user_id, c.id FROM event_recipients_v2(c.event_type, c.actor_id) r
-            ORDER BY r.user_id
-            ON CONFLICT ON CONSTRAINT user_notifications_pkey DO NOTHING;
-        END IF;
-        GET DIAGNOSTICS written = ROW_COUNT;
+        INSERT INTO user_notifications (user_id, event_id)
+        SELECT r.user_id, ev.id
+        FROM event_recipients_v2(ev.event_type, ev.actor_id) r
+        WHERE NOT ev.redelivered
+           OR NOT EXISTS (SELECT 1 FROM user_notifications had
+                          WHERE had.user_id = r.user_id AND had.event_id = ev.id)
+        ORDER BY r.user_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
 
-        UPDATE scenario_events e
-        SET processed_at = clock_timestamp(),
-            fanout_count = coalesce(e.fanout_count, 0) + written
-        WHERE e.id = c.id;
-
-        event_id := c.id;
-        notifications := written;
-        lag_seconds := extract(epoch FROM clock_timestamp() - c.occurred_at);
+        UPDATE scenario_events done
+        SET processed_at = clock_timestamp(), fanout_count = coalesce(done.fanout_count, 0) + n
+        WHERE done.id = ev.id
+        RETURNING done.id, n, extract(epoch FROM done.processed_at - done.occurred_at)
+        INTO event_id, notifications, lag_seconds;
         RETURN NEXT;
-        total := total + written;
-        EXIT WHEN total >= greatest(row_budget, 1);
+        budget_left := budget_left - n;
+        EXIT WHEN budget_left <= 0;
     END LOOP;
 END;
 $$;
