@@ -73,27 +73,22 @@ BEGIN
 END;
 $$;
 
--- A plain DELETE of a scenario that was not already soft-deleted is a deletion event.
-CREATE FUNCTION scenario_events_on_delete_v2() RETURNS trigger
+-- A plain DELETE, or a TRUNCATE, of a scenario that was not already soft-deleted is a
+-- deletion event. TRUNCATE has no transition table: it records the live rows before they
+-- go (plpgsql plans each branch only when it runs, so old_rows is never looked up there).
+CREATE FUNCTION scenario_events_on_removal_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE quiet boolean := backlog_is_empty_v2();
 BEGIN
-    INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
-    SELECT 'scenario.deleted', o.id, o.name, current_actor_v1()
-    FROM old_rows o WHERE o.deleted_at IS NULL ORDER BY o.id;
-    PERFORM wake_listeners_v2(quiet, FOUND);
-    RETURN NULL;
-END;
-$$;
-
--- TRUNCATE has no transition table: record the live rows before they go.
-CREATE FUNCTION scenario_events_on_truncate_v2() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE quiet boolean := backlog_is_empty_v2();
-BEGIN
-    INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
-    SELECT 'scenario.deleted', live.id, live.name, current_actor_v1()
-    FROM test_scenarios live WHERE live.deleted_at IS NULL ORDER BY live.id;
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
+        SELECT 'scenario.deleted', live.id, live.name, current_actor_v1()
+        FROM test_scenarios live WHERE live.deleted_at IS NULL ORDER BY live.id;
+    ELSE
+        INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
+        SELECT 'scenario.deleted', o.id, o.name, current_actor_v1()
+        FROM old_rows o WHERE o.deleted_at IS NULL ORDER BY o.id;
+    END IF;
     PERFORM wake_listeners_v2(quiet, FOUND);
     RETURN NULL;
 END;
@@ -108,6 +103,6 @@ CREATE OR REPLACE TRIGGER scenario_events_update AFTER UPDATE ON test_scenarios
     FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_update_v2();
 CREATE OR REPLACE TRIGGER scenario_events_delete AFTER DELETE ON test_scenarios
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_delete_v2();
+    FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_removal_v2();
 CREATE OR REPLACE TRIGGER scenario_events_truncate BEFORE TRUNCATE ON test_scenarios
-    FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_truncate_v2();
+    FOR EACH STATEMENT EXECUTE FUNCTION scenario_events_on_removal_v2();
