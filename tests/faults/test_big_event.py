@@ -1,4 +1,10 @@
-"""Events for 200,000 users each, their fan-outs interrupted mid-statement three ways."""
+"""Events for 200,000 users each, their fan-outs interrupted mid-statement three ways.
+
+The fan-out is held mid-statement by a gate, not caught by timing: a row trigger on
+`user_notifications`, fired only for one user in the middle of the bulk, waits on an
+advisory lock the test holds. So every interruption lands while about half of the event's
+rows are written and uncommitted, however fast or busy the machine is.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,12 @@ import psycopg
 import pytest
 
 from tests.conftest import wait_until
-from tests.faults.support import ListenerPool, ListenerProcess, backends
+from tests.faults.support import ListenerPool, ListenerProcess
 
 pytestmark = pytest.mark.slow
 
 USERS = 200_000
-# The INSERT of 200k rows takes about 0.8 s here; this lands well inside it.
-INTO_THE_STATEMENT = 0.25
+GATE = 7_424_242  # the advisory lock key the held fan-out waits on
 
 
 def _states(conn: psycopg.Connection[Any]) -> dict[int, tuple[bool, int]]:
@@ -40,15 +45,44 @@ def _new_event(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def _running_fanout(conn: psycopg.Connection[Any], listener: ListenerProcess) -> Any:
-    session = backends(conn, listener).get("fanout")
-    if session and session[1] == "active" and "fan_out_events_v2" in session[2]:
-        return session
-    return None
+def _install_gate(conn: psycopg.Connection[Any]) -> None:
+    """A row trigger for the middle bulk user that waits while the test holds GATE."""
+    row = conn.execute(
+        "SELECT id FROM users ORDER BY id OFFSET %s LIMIT 1", [USERS // 2]
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "CREATE FUNCTION test_fanout_gate() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$BEGIN PERFORM pg_advisory_xact_lock_shared({GATE}); RETURN NEW; END$$"
+    )
+    conn.execute(
+        "CREATE TRIGGER test_fanout_gate BEFORE INSERT ON user_notifications FOR EACH ROW"
+        f" WHEN (NEW.user_id = {int(row[0])}) EXECUTE FUNCTION test_fanout_gate()"
+    )
 
 
-def _gone(conn: psycopg.Connection[Any], pid: int) -> bool:
-    return conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() is None
+def _held_at_gate(conn: psycopg.Connection[Any], listener: ListenerProcess) -> Any:
+    """(pid, query_start) of the listener's fan-out statement while it waits at the gate."""
+    return conn.execute(
+        "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = %s"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        " AND query LIKE '%%fan_out_events%%'",
+        [listener.name + " fanout"],
+    ).fetchone()
+
+
+def _gone(conn: psycopg.Connection[Any], held: Any) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [held[0]]).fetchone() is None
+    )
+
+
+def _moved_on(conn: psycopg.Connection[Any], held: Any) -> bool:
+    """The held statement has ended: its session is gone or runs another statement."""
+    row = conn.execute(
+        "SELECT query_start, state FROM pg_stat_activity WHERE pid = %s", [held[0]]
+    ).fetchone()
+    return row is None or row[0] != held[1] or row[1] != "active"
 
 
 def _processed(conn: psycopg.Connection[Any], event_id: int) -> bool:
@@ -91,28 +125,29 @@ def test_interrupted_fan_out_of_a_huge_event_is_all_or_nothing(
     db.execute(
         "INSERT INTO users (name) SELECT 'bulk-' || g FROM generate_series(1, %s) g", [USERS]
     )
+    _install_gate(db)
     interruptions: list[str] = []
 
-    def interrupted(event_id: int, how: str) -> tuple[bool, int]:
-        """Wait until the fan-out runs, interrupt it, wait until its backend is gone."""
-        session = wait_until(partial(_running_fanout, db, listener), timeout=10, interval=0.005)
-        time.sleep(INTO_THE_STATEMENT)
-        if how == "SIGKILL":
-            listener.kill()
-        else:
-            assert db.execute(f"SELECT {how}(%s)", [session[0]]).fetchone() == (True,)
-        wait_until(partial(_gone, db, session[0]), timeout=10)
-        state = _states(db)[event_id]
-        interruptions.append(f"event {event_id}, {how}: (processed, rows) = {state}")
-        return state
-
-    with _watching(database_url) as observed:
+    with (
+        psycopg.connect(database_url, autocommit=True) as gate,
+        _watching(database_url) as observed,
+    ):
+        gate.execute("SELECT pg_advisory_lock(%s)", [GATE])
         listener = listeners.start(database_url)
-        # First event: cancelled, then its backend terminated; the live listener retries.
+        # First event: cancelled, then its backend terminated, each while held at the gate;
+        # the live listener retries, and completes the event once the gate opens.
         first = _new_event(db)
         for how in ("pg_cancel_backend", "pg_terminate_backend"):
-            assert interrupted(first, how) == (False, 0), f"{how} did not abort the fan-out"
-        wait_until(partial(_processed, db, first), timeout=20)
+            held = wait_until(partial(_held_at_gate, db, listener), timeout=20, interval=0.01)
+            assert db.execute(f"SELECT {how}(%s)", [held[0]]).fetchone() == (True,)
+            ended = _gone if how == "pg_terminate_backend" else _moved_on
+            wait_until(partial(ended, db, held), timeout=20)
+            state = _states(db)[first]
+            interruptions.append(f"event {first}, {how}: (processed, rows) = {state}")
+            assert state == (False, 0), f"{how} did not abort the fan-out"
+        wait_until(partial(_held_at_gate, db, listener), timeout=20, interval=0.01)
+        gate.execute("SELECT pg_advisory_unlock(%s)", [GATE])
+        wait_until(partial(_processed, db, first), timeout=30)
         retried = [
             r
             for r in listener.log_records()
@@ -120,13 +155,20 @@ def test_interrupted_fan_out_of_a_huge_event_is_all_or_nothing(
         ]
         assert retried, "the listener's retry did not complete the event"
 
-        # Second event: the listener process is SIGKILLed mid-statement and restarted. The
-        # orphaned backend does not know its client is gone and may run on to its commit.
+        # Second event: the listener process is SIGKILLed while its fan-out is held, and
+        # restarted. The orphaned backend does not know its client is gone: once the gate
+        # opens it may run on to its commit, or the restarted listener does the work.
+        gate.execute("SELECT pg_advisory_lock(%s)", [GATE])
         second = _new_event(db)
-        killed = interrupted(second, "SIGKILL")
+        held = wait_until(partial(_held_at_gate, db, listener), timeout=20, interval=0.01)
+        listener.kill()
+        gate.execute("SELECT pg_advisory_unlock(%s)", [GATE])
+        wait_until(partial(_gone, db, held), timeout=30)
+        killed = _states(db)[second]
+        interruptions.append(f"event {second}, SIGKILL: (processed, rows) = {killed}")
         assert killed in ((False, 0), (True, USERS)), killed
         listener = listeners.start(database_url)
-        wait_until(partial(_processed, db, second), timeout=20)
+        wait_until(partial(_processed, db, second), timeout=30)
         time.sleep(0.1)
 
     final = db.execute(
