@@ -14,8 +14,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply_sql("sql/v2/fanout.sql", "triggers/scenario_events.v2.sql")
+    apply_sql(
+        "sql/v2/fanout.sql",
+        "triggers/scenario_events.v2.sql",
+        "sql/v2/queue.sql",
+        "sql/v2/access.sql",
+        # Last: it grants on, and hardens, everything the files above created.
+        "sql/v2/roles.sql",
+    )
 
 
 def downgrade() -> None:
-    apply_sql("sql/v2/downgrade.sql")
+    apply_sql(
+        "sql/v2/roles.down.sql",
+        "sql/v2/access.down.sql",
+        "sql/v2/queue.down.sql",
+        "sql/v2/downgrade.sql",
+    )

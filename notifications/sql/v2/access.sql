@@ -1,0 +1,3 @@
+-- Revision 0002 (open until the v2 release; frozen from then on, see docs/migrations.md).
+--
+-- Users' admin flag and e-mail, scenario ownership, read-state watermarks (API hardening).

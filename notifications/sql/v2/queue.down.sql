@@ -1,0 +1,1 @@
+-- Revision 0002 down: undoes sql/v2/queue.sql.

@@ -1,0 +1,3 @@
+-- Revision 0002 (open until the v2 release; frozen from then on, see docs/migrations.md).
+--
+-- Queue hygiene and retention: SQL functions and settings of the event queue (listener hardening).

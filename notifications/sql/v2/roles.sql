@@ -1,0 +1,3 @@
+-- Revision 0002 (open until the v2 release; frozen from then on, see docs/migrations.md).
+--
+-- Least privilege: group roles, grants, SECURITY DEFINER with a fixed search_path, row-level security, token checks by hash.
