@@ -129,6 +129,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+        if "notify_share_on" in e:
+            out.append(
+                (
+                    "e. writes that sent a NOTIFY: no listener / a listener draining",
+                    f"{e['notify_share_on']:.1%} / {e['notify_share_with_listener']:.1%}",
+                    "",
+                )
+            )
     if "reads" in results:
         r = results["reads"]
         out.append(
@@ -145,6 +153,21 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"f. {name}",
                     f"p50 {m['p50_ms']:.1f} / p99 {m['p99_ms']:.1f} ms, {_fmt(m['per_s'])} req/s",
                     f"p99 <= 25 ms {ok(m['p99_ms'] <= TARGETS['reads_p99_ms'])}",
+                )
+            )
+        # Row-level security's cost: the same SQL as the table owner and as the API's role.
+        rls = r.get("rls", {})
+        without, with_ = rls.get("owner, no RLS", {}), rls.get("notifications_api, RLS", {})
+        for name, m in with_.items():
+            base = without.get(name)
+            if base is None:
+                continue
+            out.append(
+                (
+                    f"f. RLS cost (SQL), {name}",
+                    f"p50 {base['p50_ms']:.2f} -> {m['p50_ms']:.2f} ms,"
+                    f" {_fmt(base['per_s'])} -> {_fmt(m['per_s'])} req/s",
+                    "",
                 )
             )
     return out

@@ -13,10 +13,12 @@ says (mode "sql").
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -34,8 +36,13 @@ from bench.env import BenchServer, add_users, connect, percentile
 
 HEAVY = 1  # the user who holds a notification for every event
 
-# What the API is expected to run per request: authenticate, then one query.
-AUTH_SQL = "SELECT authenticate_token_v1(%s)"
+# What the API is expected to run per request: authenticate (by the token's sha256, which
+# also sets the request's user for row-level security), then one query.
+AUTH_SQL = (
+    "SELECT user_id, token_id, set_config('notifications.user_id', user_id::text, true)"
+    " FROM authenticate_token_v2(%s)"
+)
+SET_USER_SQL = "SELECT set_config('notifications.user_id', %s, true)"
 PAGE_SQL = """
 SELECT id, event_type, scenario_id, scenario_name, actor_id, actor_name, message,
        created_at, read_at
@@ -227,7 +234,7 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
 
                 def request(rng: random.Random) -> None:
                     uid = user(rng)
-                    c.execute(AUTH_SQL, [tokens[uid]]).fetchone()
+                    c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
                     c.execute(PAGE_SQL, [uid, before]).fetchall()
 
                 return request
@@ -240,7 +247,7 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
 
                 def request(rng: random.Random) -> None:
                     uid = user(rng)
-                    c.execute(AUTH_SQL, [tokens[uid]]).fetchone()
+                    c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
                     c.execute(UNREAD_SQL, [uid]).fetchone()
 
                 return request
@@ -309,7 +316,70 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     if mode == "sql":
         result["deep_cursor_depth"] = events - deep_cursor_id
         result["queries"] = {k: load(clients, seconds, m) for k, m in sql_kinds().items()}
+    result["rls"] = rls_cost(url, clients, seconds, anyone, heavy)
     return result
+
+
+def _sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def rls_cost(
+    url: str,
+    clients: int,
+    seconds: float,
+    anyone: Callable[[random.Random], int],
+    heavy: Callable[[random.Random], int],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The feed's first page and the unread badge, side by side: as the table owner (not
+    subject to row-level security) and as a login role granted notifications_api (subject
+    to it), each a transaction that sets the request's user and runs the query, as the API
+    does. The same statements, data and clients: the difference is the policy."""
+    role, password = f"bench_api_{os.getpid()}", secrets.token_hex(12)
+    with connect(url) as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        conn.execute(
+            f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' IN ROLE notifications_api"
+        )
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    api_url = urlunsplit(parts._replace(netloc=f"{quote(role)}:{quote(password)}@{host}"))
+
+    def kind(
+        as_url: str, sql: str, pick: Callable[[random.Random], int], *args: Any
+    ) -> Callable[[], Callable[[random.Random], None]]:
+        def make() -> Callable[[random.Random], None]:
+            c = connect(as_url, autocommit=False)
+
+            def request(rng: random.Random) -> None:
+                uid = pick(rng)
+                c.execute(SET_USER_SQL, [str(uid)])
+                c.execute(sql, [uid, *args]).fetchall()
+                c.rollback()
+
+            return request
+
+        return make
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for label, as_url in (("owner, no RLS", url), ("notifications_api, RLS", api_url)):
+            out[label] = {
+                "first page, random user": load(
+                    clients, seconds, kind(as_url, PAGE_SQL, anyone, 2**62)
+                ),
+                "first page, heavy user": load(
+                    clients, seconds, kind(as_url, PAGE_SQL, heavy, 2**62)
+                ),
+                "unread count, random user": load(
+                    clients, seconds, kind(as_url, UNREAD_SQL, anyone)
+                ),
+                "unread count, heavy user": load(clients, seconds, kind(as_url, UNREAD_SQL, heavy)),
+            }
+    finally:
+        with connect(url) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    return out
 
 
 def _probe_api(port: int, token: str, quick: bool) -> tuple[str, str, tuple[str, int]]:

@@ -20,8 +20,8 @@ def _value(conn: Conn, query_name: str, /, **params: Any) -> Any:
     return None if row is None else row[0]
 
 
-def create_user(conn: Conn, name: str) -> int:
-    return int(_value(conn, "create_user", name=name))
+def create_user(conn: Conn, name: str, email: str | None = None, is_admin: bool = False) -> int:
+    return int(_value(conn, "create_user", name=name, email=email, is_admin=is_admin))
 
 
 def issue_token(conn: Conn, user_id: int) -> str:
@@ -43,6 +43,31 @@ def purge_read_notifications(conn: Conn, older_than: str) -> int:
     return int(_value(conn, "purge_read_notifications", older_than=older_than))
 
 
+def purge_processed_events(conn: Conn, older_than: str) -> int:
+    return int(_value(conn, "purge_processed_events", older_than=older_than))
+
+
+def purge_deleted_scenarios(conn: Conn, older_than: str) -> int:
+    return int(_value(conn, "purge_deleted_scenarios", older_than=older_than))
+
+
+def purge_unread_notifications(
+    conn: Conn, older_than: str | None, keep_per_user: int | None
+) -> int:
+    return int(
+        _value(
+            conn,
+            "purge_unread_notifications",
+            older_than=older_than,
+            keep_per_user=keep_per_user,
+        )
+    )
+
+
+def finish_user_deletions(conn: Conn) -> int:
+    return int(_value(conn, "finish_user_deletions"))
+
+
 def redeliver_event(conn: Conn, event_id: int) -> None:
     conn.execute(query("redeliver_event"), {"event_id": event_id})
 
@@ -55,12 +80,14 @@ def backlog(conn: Conn) -> dict[str, Any]:
     """The notification_backlog view as JSON-ready values (ages in seconds)."""
     row = conn.execute(query("backlog")).fetchone()
     assert row is not None  # an aggregate always has a row
-    unprocessed, oldest_id, oldest_at, oldest_age = row
+    unprocessed, oldest_id, oldest_at, oldest_age, set_aside, failing = row
     return {
         "unprocessed_events": int(unprocessed),
         "oldest_event_id": oldest_id,
         "oldest_occurred_at": oldest_at.isoformat() if oldest_at is not None else None,
         "oldest_age_seconds": round(float(oldest_age), 3),
+        "set_aside_events": int(set_aside),
+        "failing_events": failing,
     }
 
 

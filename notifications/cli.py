@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2147483647: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -96,9 +106,28 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     check_url(url)
     # An unreachable server: a one-line psycopg error here, not a SQLAlchemy traceback later.
     connect(url, "notifications-migrate").close()
+    import alembic.util
+    import sqlalchemy.exc
+
     from notifications import migrate
 
-    migrate.upgrade(url)
+    current = migrate.current_revision(url)
+    if current is not None and current not in migrate.known_revisions():
+        raise CliError(
+            f"the database is at revision {current!r}, unknown to this version of"
+            f" notifications (head {migrate.head_revision()!r}): a newer release migrated it;"
+            " run that release, or restore a backup"
+        )
+    try:
+        migrate.upgrade(url)
+    except sqlalchemy.exc.DBAPIError as exc:
+        # SQLAlchemy wraps the driver's error (a role without CREATE, a lock timeout): show
+        # the driver's one line, as for every other command.
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from None
+        raise CliError(str(exc.orig or exc)) from None
+    except alembic.util.CommandError as exc:
+        raise CliError(f"migration failed: {exc}") from None
     print(f"database at revision {migrate.head_revision()}")
     return 0
 
@@ -160,7 +189,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
     with _db(settings) as conn, conn.transaction():
-        user_id = admin.create_user(conn, args.name)
+        user_id = admin.create_user(conn, args.name, args.email, args.admin)
         token = admin.issue_token(conn, user_id)
     print(json.dumps({"id": user_id, "name": args.name, "token": token}))
     return 0
@@ -185,10 +214,36 @@ def cmd_subscription_set(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
-    with _db(settings) as conn:
-        print(
-            json.dumps({"purged": admin.purge_read_notifications(conn, args.older_than.interval)})
+    unread_age = args.unread_older_than.interval if args.unread_older_than else None
+    if not (
+        args.older_than
+        or args.events_older_than
+        or args.scenarios_older_than
+        or unread_age
+        or args.unread_beyond
+    ):
+        raise CliError(
+            "nothing to purge: give --older-than, --events-older-than, --scenarios-older-than,"
+            " --unread-older-than or --unread-beyond"
         )
+    with _db(settings) as conn:
+        # The same key as before for read notifications, so that existing jobs keep parsing.
+        result: dict[str, int] = {}
+        if args.older_than:
+            result["purged"] = admin.purge_read_notifications(conn, args.older_than.interval)
+        if unread_age or args.unread_beyond:
+            result["unread_purged"] = admin.purge_unread_notifications(
+                conn, unread_age, args.unread_beyond
+            )
+        if args.scenarios_older_than:
+            result["scenarios_purged"] = admin.purge_deleted_scenarios(
+                conn, args.scenarios_older_than.interval
+            )
+        if args.events_older_than:
+            result["events_purged"] = admin.purge_processed_events(
+                conn, args.events_older_than.interval
+            )
+    print(json.dumps(result))
     return 0
 
 
@@ -251,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
     p = add("create", cmd_user_create, "create a user and print its first API token", user_sub)
     p.add_argument("name")
+    p.add_argument("--email", metavar="ADDRESS", help="the user's e-mail address")
+    p.add_argument(
+        "--admin", action="store_true", help="may delete any scenario, not only their own"
+    )
 
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
@@ -266,8 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event_type")
     p.add_argument("state", choices=["on", "off"])
 
-    p = add("purge", cmd_purge, "delete read notifications older than a duration")
-    p.add_argument("--older-than", type=_duration, required=True, help="e.g. 30d, 12h, 15m")
+    p = add("purge", cmd_purge, "delete what retention allows (read notifications, ...)")
+    p.add_argument(
+        "--older-than", type=_duration, help="read notifications read longer ago (e.g. 30d)"
+    )
+    p.add_argument(
+        "--unread-older-than", type=_duration, help="unread notifications older than (e.g. 180d)"
+    )
+    p.add_argument(
+        "--unread-beyond",
+        type=_count,
+        metavar="N",
+        help="unread notifications beyond each user's newest N",
+    )
+    p.add_argument(
+        "--scenarios-older-than",
+        type=_duration,
+        help="soft-deleted scenarios deleted longer ago (e.g. 90d)",
+    )
+    p.add_argument(
+        "--events-older-than",
+        type=_duration,
+        help="processed events older than this that no notification refers to (e.g. 90d)",
+    )
 
     p = add("backlog", cmd_backlog, "print the unprocessed events and the age of the oldest")
     p.add_argument(

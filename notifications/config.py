@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     max_backoff: Annotated[float, _bounded(float, 600)] = Field(
         10.0, validation_alias="MAX_BACKOFF"
     )
+    # the listener pins its own session limits, whatever its role or database sets: seconds
+    # one fan-out statement may run (0: no limit), and may wait for a lock
+    listener_statement_timeout: Annotated[float, _bounded(float, 86400, zero=True)] = Field(
+        600.0, validation_alias="LISTENER_STATEMENT_TIMEOUT"
+    )
+    listener_lock_timeout: Annotated[float, _bounded(float, 3600, zero=True)] = Field(
+        5.0, validation_alias="LISTENER_LOCK_TIMEOUT"
+    )
+    # failed fan-outs of one event before it is set aside (see `notifications event redeliver`)
+    fanout_max_attempts: Annotated[int, _bounded(int, 1000)] = Field(
+        3, validation_alias="FANOUT_MAX_ATTEMPTS"
+    )
     listener_metrics_port: Annotated[int | None, _bounded(int, 65535)] = Field(
         None, validation_alias="LISTENER_METRICS_PORT"
     )

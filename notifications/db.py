@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -50,7 +51,8 @@ def sqlalchemy_url(database_url: str) -> str:
             return "postgresql+psycopg://" + database_url[len(prefix) :]
     if database_url.startswith("postgresql+psycopg://"):
         return database_url
-    # A key=value conninfo string: hand it over whole.
-    return "postgresql+psycopg:///?" + "&".join(
-        f"{k}={v}" for k, v in conninfo_to_dict(database_url).items()
+    # A key=value conninfo string: every parameter as a query item, percent-encoded, so that
+    # a value holding a space, a quote, "&", "#" or "%" (a password) arrives unchanged.
+    return "postgresql+psycopg:///?" + urlencode(
+        {k: str(v) for k, v in conninfo_to_dict(database_url).items()}, quote_via=quote
     )

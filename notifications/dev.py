@@ -23,11 +23,14 @@ DEMO_USERS = ("alice", "bob")
 
 
 def seed(database_url: str) -> dict[str, tuple[int, str]]:
-    """Make sure the demo users exist, and give each a fresh token to print."""
+    """Make sure the demo users exist, and give each a fresh token to print. The tokens of
+    earlier runs are revoked first: they were printed to a terminal, and only the newest
+    need work."""
     out: dict[str, tuple[int, str]] = {}
     with connect(database_url, "notifications-dev", autocommit=True) as conn, conn.transaction():
         for name in DEMO_USERS:
             user_id = admin.user_id_by_name(conn, name) or admin.create_user(conn, name)
+            admin.revoke_tokens(conn, user_id)
             out[name] = (user_id, admin.issue_token(conn, user_id))
     return out
 

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -64,6 +66,50 @@ def create_database(pg_url: str, template: str | None) -> str:
 def drop_database(pg_url: str, name: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def with_user(url: str, user: str, password: str) -> str:
+    """The same server and database, logged in as another role."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password)}@{host}"))
+
+
+@pytest.fixture(scope="session")
+def login_role(pg_url: str, template_name: str) -> Iterator[Callable[[str], str]]:
+    """login_role("notifications_api"): a LOGIN role of this session granted that group role
+    (the migrations made the group roles), as a daemon runs in production. Its name, for
+    with_user; the password is ROLE_PASSWORD."""
+    made: dict[str, str] = {}
+
+    def make(group: str) -> str:
+        if group not in made:
+            name = f"{group}_login_{os.getpid()}"
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+                conn.execute(
+                    f'CREATE ROLE "{name}" LOGIN PASSWORD \'{ROLE_PASSWORD}\' IN ROLE "{group}"'
+                )
+            made[group] = name
+        return made[group]
+
+    yield make
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for name in made.values():
+            conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+ROLE_PASSWORD = secrets.token_hex(16)
+
+
+@pytest.fixture
+def as_role(database_url: str, login_role: Callable[[str], str]) -> Callable[[str], str]:
+    """as_role("notifications_api"): the test database's URL for a login role of that group."""
+
+    def url(group: str) -> str:
+        return with_user(database_url, login_role(group), ROLE_PASSWORD)
+
+    return url
 
 
 @pytest.fixture
@@ -158,8 +204,10 @@ def make_app() -> Iterator[Callable[..., Flask]]:
 
 
 @pytest.fixture
-def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
-    return make_app(database_url, api_pool_size=2)
+def app(make_app: Callable[..., Flask], as_role: Callable[[str], str]) -> Flask:
+    """The API as it runs in production: as a login role granted notifications_api, so that
+    every route proves its grants (sql/v2/roles.sql) suffice."""
+    return make_app(as_role("notifications_api"), api_pool_size=2)
 
 
 @pytest.fixture

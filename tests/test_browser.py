@@ -194,7 +194,10 @@ def test_bob_follows_alice_live(
     shown = [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.id)")]
     with browser_page.expect_request("**/api/v1/notifications/read-all") as request:
         browser_page.get_by_role("button", name="Mark all as read").click()
-    assert request.value.post_data_json == {"up_to": max(shown)}
+    sent = request.value.post_data_json
+    assert isinstance(sent, dict)
+    assert sent["up_to"] == max(shown)
+    assert set(sent) == {"up_to", "watermark"} and sent["watermark"].startswith("w1.")
     expect(badge).to_have_text("0")
     expect(browser_page.locator('[data-testid="notification"][data-unread="true"]')).to_have_count(
         0
@@ -400,11 +403,13 @@ def test_bad_token_and_server_trouble(
     expect(browser_page.locator("#sign-in-error")).to_contain_text("no longer accepted")
     assert browser_page.evaluate("localStorage.length") == 0
 
-    # Signing out forgets the token.
+    # Signing out forgets the token, and revokes it on the server (DELETE /tokens/current).
     sign_in(browser_page, live, token_for(db, bob_id))
     browser_page.get_by_role("button", name="Sign out").click()
     expect(browser_page.get_by_label("API token")).to_be_focused()
     assert browser_page.evaluate("localStorage.length") == 0
+    live_tokens = "SELECT count(*) FROM api_tokens WHERE user_id = %s AND revoked_at IS NULL"
+    wait_until(lambda: db.execute(live_tokens, [bob_id]).fetchone() == (0,), timeout=10)
 
 
 def test_page_headers(live: Live) -> None:
@@ -421,3 +426,35 @@ def test_page_headers(live: Live) -> None:
         assert asset_response.status_code == 200, asset
         asset_response.close()
     response.close()
+
+
+def test_mark_all_leaves_a_late_commit_with_a_lower_id_unread(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    database_url: str,
+    make_user: Callable[..., int],
+) -> None:
+    """The inbox sends the watermark of the page it showed (issue 11, item 13)."""
+    browser_page, _ = page
+    alice_id, bob_id = make_user("alice"), make_user("bob")
+    alice = client_as(live, token_for(db, alice_id))
+    alice("POST", "/scenarios", {"name": "Early id"}, status=201)
+    alice("POST", "/scenarios", {"name": "Later id"}, status=201)
+    with psycopg.connect(database_url) as held:
+        # The lower id's fan-out is still open while the higher one commits.
+        assert len(held.execute("SELECT * FROM fan_out_events_v2(1)").fetchall()) == 1
+        while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
+            pass
+        browser_page.clock.install()
+        sign_in(browser_page, live, token_for(db, bob_id))
+        items = browser_page.get_by_test_id("notification")
+        expect(items).to_have_count(1)
+        expect(items.nth(0)).to_contain_text("'Later id'")
+        held.commit()
+    browser_page.get_by_role("button", name="Mark all as read").click()
+    expect(browser_page.locator("#inbox-status")).to_have_text("Marked 1 as read.")
+    expect(items).to_have_count(2)
+    expect(items.nth(1)).to_contain_text("'Early id'")
+    expect(items.nth(1)).to_have_attribute("data-unread", "true")
+    expect(browser_page.get_by_test_id("unread-count")).to_have_text("1")

@@ -7,6 +7,7 @@ read-all up to an id. After every step the API and the database must agree with 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class Model(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.scenarios: dict[int, bool] = {}  # id -> live
+        self.creators: dict[int, str] = {}  # only they may delete (no admin here)
         self.prefs = {(u, t): True for u in USERS for t in EVENT_TYPES}
         self.inbox: dict[str, dict[int, bool]] = {u: {} for u in USERS}  # id -> read
         self.read_at: dict[tuple[str, int], str] = {}
@@ -97,12 +99,17 @@ class Model(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(USERS), name=st.text(min_size=1, max_size=20))
     def create(self, actor: str, name: str) -> None:
         response = self.call(actor, "POST", "/scenarios", {"name": name})
-        if "\x00" in name or not name.strip():
+        if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+            # Control and format characters could forge what others read.
+            assert response.status_code == 422
+            return
+        if not name.strip():
             assert response.status_code == 422 or response.status_code == 201
             if response.status_code == 422:
                 return
         assert response.status_code == 201, response.get_json()
         self.scenarios[response.get_json()["id"]] = True
+        self.creators[response.get_json()["id"]] = actor
         self.fan_out_and_expect("scenario.created", actor)
 
     @precondition(lambda self: bool(self.scenarios))
@@ -128,6 +135,9 @@ class Model(RuleBasedStateMachine):
         response = self.call(actor, "DELETE", f"/scenarios/{sid}")
         if not self.scenarios[sid]:
             assert response.status_code == 404
+            return
+        if actor != self.creators[sid]:
+            assert response.status_code == 403
             return
         assert response.status_code == 204
         self.scenarios[sid] = False

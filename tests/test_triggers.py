@@ -147,7 +147,9 @@ def test_notify_only_when_no_older_event_waits(
         listen.execute("LISTEN scenario_events")
         insert_scenario(db, "first")  # empty backlog: wake the listeners
         assert len(list(listen.notifies(timeout=0.3))) == 1
-        # An older event still waits, so a listener is already on its way: no NOTIFY.
+        # An older event still waits, young enough that a listener is surely on it (within
+        # the re-poll window; made young here whatever the machine's pace): no NOTIFY.
+        db.execute("UPDATE scenario_events SET occurred_at = now() + interval '1 hour'")
         insert_scenario(db, "second")
         db.execute("UPDATE test_scenarios SET deleted_at = now() WHERE name = 'second'")
         assert list(listen.notifies(timeout=0.3)) == []

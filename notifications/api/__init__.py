@@ -19,7 +19,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
 
-    from notifications.api import database, errors, health, inbox, routes, routing
+    from notifications.api import (
+        database,
+        errors,
+        health,
+        inbox,
+        routes,
+        routing,
+        tokens,  # noqa: F401  (adds its routes to routes.bp)
+    )
 
     routing.init_app(app)
     database.init_app(app, settings)

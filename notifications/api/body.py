@@ -32,11 +32,17 @@ def describe(exc: ValidationError) -> str:
         message = err["msg"]
         if err["type"] == "string_pattern_mismatch":
             pattern = (err.get("ctx") or {}).get("pattern")
-            message = (
-                "must contain a visible character and no NUL character"
-                if pattern == models.NOT_BLANK
-                else "must not contain a NUL character"
-            )
+            message = {
+                models.NOT_BLANK: "must contain a visible character and no NUL character",
+                models.SAFE_NAME: (
+                    "must contain a visible character and no control or format character"
+                    " (such as a bidi override or a zero-width space)"
+                ),
+                models.SAFE_TEXT: (
+                    "must not contain control or format characters (such as a bidi"
+                    " override or a zero-width space); line breaks and tabs are fine"
+                ),
+            }.get(str(pattern), "must not contain a NUL character")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 

@@ -26,6 +26,14 @@ def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid", message)
 
 
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def unavailable(message: str = "the database is unavailable; try again shortly") -> ApiError:
+    return ApiError(503, "unavailable", message)
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
@@ -39,6 +47,7 @@ def error_response(status: int, code: str, message: str) -> Response:
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",

@@ -26,8 +26,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 def index() -> Response:
     static_folder = current_app.static_folder
     assert static_folder is not None  # create_app always sets one
-    response = send_from_directory(static_folder, "index.html", max_age=0)
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
+    return send_from_directory(static_folder, "index.html", max_age=0)
+
+
+@bp.after_app_request
+def _page_headers(response: Response) -> Response:
+    # Every HTML page, however it is reached (`/`, /static/index.html, a page added later),
+    # not only the route that was written with them in mind.
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -33,6 +34,34 @@ NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 
+def _format_characters() -> str:
+    """Unicode's format characters (Cf: bidi overrides, zero-width characters) as a regex
+    class body, from this Python's Unicode database."""
+    ranges: list[list[int]] = []
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp)) == "Cf":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+
+    def esc(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
+
+
+# Names and descriptions are shown to other people: control and format characters could
+# reorder or hide what they read (a bidi override, a zero-width-only name), so they are
+# invalid values. A description may keep line breaks and tabs. Written as classes, which
+# both pydantic's engine and JSON Schema generators read.
+_CF = _format_characters()
+_NAME_BAD = r"\u0000-\u001f\u007f-\u009f" + _CF
+_TEXT_BAD = r"\u0000-\u0008\u000b-\u001f\u007f-\u009f" + _CF
+SAFE_NAME = rf"^[^{_NAME_BAD}]*[^\s{_NAME_BAD}][^{_NAME_BAD}]*$"
+SAFE_TEXT = rf"^[^{_TEXT_BAD}]*$"
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -62,10 +91,14 @@ class Response(BaseModel):
 
 # Requests
 
+# A page's watermark is its database snapshot; its in-progress list grows with concurrent
+# writers, so the bound is generous.
+WATERMARK_MAX = 20000
+
 
 class ScenarioCreate(Request):
-    name: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
-    description: str = Field(default="", max_length=5000, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=200, pattern=SAFE_NAME)
+    description: str = Field(default="", max_length=5000, pattern=SAFE_TEXT)
 
 
 class ExecutionCreate(Request):
@@ -75,6 +108,16 @@ class ExecutionCreate(Request):
 class ReadAll(Request):
     up_to: Id | None = Field(
         default=None, description="Mark only notifications whose id is at most this one."
+    )
+    watermark: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=WATERMARK_MAX,
+        pattern=r"^w1\.[A-Za-z0-9_-]+$",
+        description=(
+            "The watermark of the feed page the user saw: only notifications visible to that"
+            " page are marked, even if one with a lower id committed later. Opaque."
+        ),
     )
 
 
@@ -107,6 +150,8 @@ class Error(Response):
 class Me(Response):
     id: int
     name: str
+    email: str | None
+    is_admin: bool
 
 
 class Scenario(Response):
@@ -141,6 +186,9 @@ class Notification(Response):
 class NotificationPage(Response):
     items: list[Notification]
     next_cursor: str | None
+    watermark: str = Field(
+        description="What this page could see; send it to read-all to mark only that. Opaque."
+    )
 
 
 class UnreadCount(Response):

@@ -22,8 +22,12 @@ _REASONS = {
     404: "Absent, or not yours",
     413: "Request body too large",
     415: "Body is not JSON (Content-Type must be application/json)",
+    403: "Allowed to see but not to do (e.g. delete a scenario someone else created)",
     422: "Valid JSON, invalid values",
     503: "Not ready",
+}
+_ERROR_REASONS = {
+    503: "The database is unavailable or busy with conflicting changes; retry (Retry-After)",
 }
 _PARAM_SCHEMAS: dict[ParamKind, dict[str, Any]] = {
     "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": models.BIGINT_MAX},
@@ -74,7 +78,7 @@ def build_spec(api: Api) -> dict[str, Any]:
             }
         for status in op.error_statuses():
             responses[str(status)] = {
-                "description": _REASONS[status],
+                "description": _ERROR_REASONS.get(status, _REASONS[status]),
                 "content": {"application/json": {"schema": ref(models.Error, "serialization")}},
             }
         operation: dict[str, Any] = {

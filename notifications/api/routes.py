@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any, LiteralString
 
 from flask import Blueprint
@@ -13,7 +14,7 @@ from psycopg.rows import DictRow
 
 from notifications.api import models
 from notifications.api.database import execute
-from notifications.api.errors import ApiError, invalid, not_found
+from notifications.api.errors import ApiError, forbidden, invalid, not_found
 from notifications.api.routing import Api, Operation
 from notifications.queries import query
 
@@ -115,15 +116,20 @@ def execute_scenario(me: int, id: int, body: models.ExecutionCreate) -> models.S
 @api.route(
     "DELETE",
     "/scenarios/{id}",
-    summary="Delete a scenario (its notifications stay readable)",
+    summary="Delete a scenario you created, or any as an admin (its notifications stay readable)",
     tag="scenarios",
     params={"id": "id"},
     status=204,
+    errors=(403,),
 )
 def delete_scenario(me: int, id: int) -> None:
     _act_as(me)
-    if _one("scenario_delete", id=id) is None:
+    check = _one("scenario_delete_check", id=id, me=me)
+    if check is None:
         raise not_found("scenario")
+    if not check["allowed"]:
+        raise forbidden("only the scenario's creator or an admin may delete it")
+    _one("scenario_delete", id=id)
 
 
 # Notifications (personal)
@@ -132,6 +138,41 @@ def delete_scenario(me: int, id: int) -> None:
 def encode_cursor(last_id: int) -> str:
     raw = json.dumps({"before": last_id}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+_WATERMARK_PREFIX = "w1."
+_SNAPSHOT = re.compile(r"([0-9]{1,19}):([0-9]{1,19}):((?:[0-9]{1,19})(?:,[0-9]{1,19})*)?")
+
+
+def encode_watermark(snapshot: str) -> str:
+    """A page's database snapshot (pg_snapshot text), opaque to clients."""
+    return _WATERMARK_PREFIX + base64.urlsafe_b64encode(snapshot.encode()).decode().rstrip("=")
+
+
+def decode_watermark(watermark: str) -> str:
+    """The snapshot text back, checked to be one PostgreSQL would produce (else a 422).
+
+    Not signed: a made-up snapshot can only mark the caller's own notifications read."""
+    refused = invalid("watermark: not a watermark from this API")
+    if not watermark.startswith(_WATERMARK_PREFIX):
+        raise refused
+    encoded = watermark[len(_WATERMARK_PREFIX) :]
+    try:
+        snapshot = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise refused from None
+    match = _SNAPSHOT.fullmatch(snapshot)
+    if match is None:
+        raise refused
+    xmin, xmax = int(match.group(1)), int(match.group(2))
+    xip = [int(x) for x in match.group(3).split(",")] if match.group(3) else []
+    if not (
+        1 <= xmin <= xmax <= models.BIGINT_MAX
+        and all(xmin <= x < xmax for x in xip)
+        and xip == sorted(set(xip))
+    ):
+        raise refused
+    return snapshot
 
 
 def decode_cursor(cursor: str) -> int:
@@ -185,6 +226,8 @@ _NOTIFICATION_LINKS = {
 )
 def list_notifications(me: int, query: models.FeedQuery) -> models.NotificationPage:
     before = decode_cursor(query.cursor) if query.cursor else None
+    snapshot = _one("feed_watermark")
+    assert snapshot is not None
     rows = execute(
         feed_page_sql(query.status), {"me": me, "before": before, "limit": query.limit + 1}
     )
@@ -193,7 +236,9 @@ def list_notifications(me: int, query: models.FeedQuery) -> models.NotificationP
     if len(items) > query.limit:
         items = items[: query.limit]
         next_cursor = encode_cursor(items[-1].id)
-    return models.NotificationPage(items=items, next_cursor=next_cursor)
+    return models.NotificationPage(
+        items=items, next_cursor=next_cursor, watermark=encode_watermark(snapshot["snapshot"])
+    )
 
 
 @api.route(
@@ -233,14 +278,24 @@ _mark_route("unread", "Mark a notification unread")
 @api.route(
     "POST",
     "/notifications/read-all",
-    summary="Mark every unread notification read, or those up to an id",
+    summary=(
+        "Mark every unread notification read, or only those a feed page could see"
+        " (watermark) and up to an id"
+    ),
     tag="notifications",
     body=models.ReadAll,
     body_required=False,
     response=models.Updated,
 )
 def mark_all_read(me: int, body: models.ReadAll) -> models.Updated:
-    result = execute(query("mark_all_read"), {"me": me, "up_to": body.up_to})
+    if body.watermark is None:
+        result = execute(query("mark_all_read"), {"me": me, "up_to": body.up_to})
+    else:
+        snapshot = decode_watermark(body.watermark)
+        result = execute(
+            query("mark_all_read_watermark"),
+            {"me": me, "up_to": body.up_to, "snapshot": snapshot},
+        )
     return models.Updated(updated=result.rowcount)
 
 

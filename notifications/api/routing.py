@@ -10,7 +10,9 @@ writes, render the model.
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -23,7 +25,7 @@ from werkzeug.routing import BaseConverter
 from notifications.api import database, models
 from notifications.api.auth import authenticate
 from notifications.api.body import read_body, validate
-from notifications.api.errors import ApiError, invalid, not_found
+from notifications.api.errors import ApiError, invalid, not_found, unavailable
 
 log = logging.getLogger("notifications.api")
 
@@ -78,6 +80,14 @@ def init_app(app: Flask) -> None:
     """Before any blueprint: rules are compiled against the app's converters."""
     app.url_map.converters.update(CONVERTERS)
 
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        # Personal data and tokens' answers: no shared or browser cache may keep any of
+        # it, errors included (every /api/v1 answer, matched route or not).
+        if request.path == "/api" or request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
 
 # -- the registry ------------------------------------------------------------------------------
 
@@ -100,11 +110,13 @@ class Operation:
     auth: bool = True
     examples: Mapping[str, Any] = field(default_factory=dict)
     links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
 
     def error_statuses(self) -> list[int]:
-        statuses: set[int] = set()
+        statuses: set[int] = set(self.errors)
         if self.auth:
-            statuses.add(401)
+            # A route with a token reaches the database: it may be down or too busy (503).
+            statuses |= {401, 503}
         if self.params:
             statuses.add(404)
         if self.query is not None:
@@ -141,6 +153,7 @@ class Api:
         auth: bool = True,
         examples: Mapping[str, Any] | None = None,
         links: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
+        errors: tuple[int, ...] = (),
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             declared = dict(params or {})
@@ -161,6 +174,7 @@ class Api:
                 auth=auth,
                 examples=dict(examples or {}),
                 links=dict(links or {}),
+                errors=errors,
             )
             self.operations.append(op)
             self.blueprint.add_url_rule(
@@ -188,6 +202,12 @@ class Api:
 # -- the request pipeline ----------------------------------------------------------------------
 
 
+# A request's transaction that loses a serialization check or a deadlock is run again,
+# whole (authentication included: it sets transaction-local state), this many times in all.
+ATTEMPTS = 4
+_CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
 def _view(op: Operation, handler: Handler) -> Callable[..., Response]:
     def view(**path: Any) -> Response:
         args: list[Any] = [authenticate()] if op.auth else []
@@ -198,26 +218,68 @@ def _view(op: Operation, handler: Handler) -> Callable[..., Response]:
             kwargs["query"] = validate(op.query, request.args.to_dict(flat=True))
         if op.body is not None:
             kwargs["body"] = read_body(op.body, op.body_required)
-        try:
-            result = handler(*args, **kwargs)
-            if op.method != "GET":
-                database.connection().commit()
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            # Validation should have caught it; a value the database refuses is still the
-            # client's input, not a server fault. The teardown rolls the transaction back.
-            log.warning("database refused a value: %s", str(exc).splitlines()[0])
-            raise invalid("a value was refused by the database") from None
-        except psycopg.OperationalError as exc:
-            # The server went away mid-request: nothing was committed, the client may retry.
-            log.warning("database unavailable: %s", str(exc).strip().splitlines()[0:1])
-            raise ApiError(
-                503, "unavailable", "the database is unavailable; try again shortly"
-            ) from None
-        return _render(op, result)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                if attempt > 1:
+                    args = [authenticate()] if op.auth else []
+                return _render(op, _run(op, handler, args, kwargs))
+            except _CONFLICTS as exc:
+                database.connection().rollback()
+                log.info(
+                    "transaction conflict (%s), attempt %d of %d",
+                    exc.sqlstate,
+                    attempt,
+                    ATTEMPTS,
+                )
+                if attempt < ATTEMPTS:
+                    # Jittered, so that the transactions that collided do not collide again.
+                    time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise unavailable("the database is busy with conflicting changes; try again shortly")
 
     view.__name__ = op.operation_id
     view.__doc__ = op.summary
     return view
+
+
+def _run(op: Operation, handler: Handler, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """One attempt: the handler and the commit, in the request's transaction."""
+    try:
+        result = handler(*args, **kwargs)
+        if op.method != "GET":
+            database.connection().commit()
+        return result
+    except _CONFLICTS:
+        raise
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        # Validation should have caught it; a value the database refuses is still the
+        # client's input, not a server fault. The teardown rolls the transaction back.
+        log.warning("database refused a value: %s", str(exc).splitlines()[0])
+        _require_user(op, args)
+        raise invalid("a value was refused by the database") from None
+    except psycopg.OperationalError as exc:
+        # The server went away mid-request: nothing was committed, the client may retry.
+        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0:1])
+        raise unavailable() from None
+    except ApiError as exc:
+        if exc.status in (404, 422):
+            _require_user(op, args)
+        raise
+    except psycopg.Error:
+        _require_user(op, args)
+        raise
+
+
+def _require_user(op: Operation, args: list[Any]) -> None:
+    """A failure caused by the user's deletion after authentication is a 401: the token
+    no longer names anyone, which is what the client must learn. Authenticating again (in
+    a fresh transaction) says so, and raises that 401."""
+    if not op.auth or not args:
+        return
+    try:
+        database.connection().rollback()
+        authenticate()
+    except psycopg.Error:
+        return  # the original failure says more than this check can
 
 
 def _render(op: Operation, result: BaseModel | dict[str, Any] | None) -> Response:

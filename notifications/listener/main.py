@@ -21,6 +21,9 @@ def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Li
         linger_delays=settings.linger_delays,
         busy_pause=settings.busy_pause,
         max_backoff=settings.max_backoff,
+        statement_timeout=settings.listener_statement_timeout,
+        lock_timeout=settings.listener_lock_timeout,
+        max_attempts=settings.fanout_max_attempts,
         notifier=notifier,
     )
 

@@ -23,3 +23,13 @@ EVENT_LAG = Histogram(
 BACKLOG = Gauge("notifications_backlog_events", "Unprocessed scenario events after the last wake")
 RECONNECTS = Counter("notifications_listener_reconnects", "Reconnections after a lost connection")
 WAKEUPS = Counter("notifications_listener_wakeups", "Wake-ups of the listener loop", ["reason"])
+FANOUT_FAILURES = Counter(
+    "notifications_fanout_failures", "Fan-out statements that failed on a working connection"
+)
+EVENTS_SET_ASIDE = Counter(
+    "notifications_events_set_aside",
+    "Events set aside after FANOUT_MAX_ATTEMPTS failed fan-outs (see notification_backlog)",
+)
+SET_ASIDE = Gauge(
+    "notifications_set_aside_events", "Events set aside and waiting for a redeliver, last seen"
+)

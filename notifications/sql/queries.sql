@@ -9,14 +9,21 @@
 -- ============================== API: authentication ==============================
 
 -- name: authenticate
-SELECT authenticate_token_v1(%(token)s) AS user_id;
+-- By the token's sha256, computed by the API: the plaintext never reaches the server. The
+-- request's user, transaction-local, is what row-level security lets the API's role see.
+SELECT a.user_id, a.token_id, set_config('notifications.user_id', a.user_id::text, true)
+FROM authenticate_token_v2(%(token_hash)s) a;
+
+-- name: revoke_current_token
+UPDATE api_tokens SET revoked_at = now()
+WHERE user_id = %(me)s AND id = %(token_id)s AND revoked_at IS NULL;
 
 -- name: act_as
 -- Transaction-local, so the triggers name the actor and a pooled connection forgets it.
 SELECT set_config('notifications.actor_id', %(me)s::text, true);
 
 -- name: me
-SELECT id, name FROM users WHERE id = %(me)s;
+SELECT id, name, email, is_admin FROM users WHERE id = %(me)s;
 
 -- ============================== API: scenarios (team data) ==============================
 
@@ -37,6 +44,13 @@ RETURNING id, name, description, created_by, created_at, last_executed_at, last_
 UPDATE test_scenarios SET last_executed_at = clock_timestamp(), last_status = %(status)s
 WHERE id = %(id)s AND deleted_at IS NULL
 RETURNING id, name, description, created_by, created_at, last_executed_at, last_status;
+
+-- name: scenario_delete_check
+-- Locks the live scenario, so that the check and the delete see the same creator.
+SELECT s.created_by = %(me)s OR coalesce(u.is_admin, false) AS allowed
+FROM test_scenarios s LEFT JOIN users u ON u.id = %(me)s
+WHERE s.id = %(id)s AND s.deleted_at IS NULL
+FOR UPDATE OF s;
 
 -- name: scenario_delete
 UPDATE test_scenarios SET deleted_at = now()
@@ -95,6 +109,22 @@ UPDATE user_notifications SET read_at = now()
 WHERE user_id = %(me)s AND read_at IS NULL
   AND event_id <= coalesce(%(up_to)s, 9223372036854775807);
 
+-- name: feed_watermark
+-- Taken just before the page's own statement: whatever this snapshot sees, the page saw.
+SELECT pg_current_snapshot()::text AS snapshot;
+
+-- name: mark_all_read_watermark
+-- Only notifications whose fan-out had committed in the page's snapshot: a lower id that
+-- committed later was not shown, so it stays unread (events fanned out before revision
+-- 0002 have no fanout_xid and were visible to every page).
+UPDATE user_notifications n SET read_at = now()
+FROM scenario_events e
+WHERE n.user_id = %(me)s AND n.read_at IS NULL
+  AND n.event_id <= coalesce(%(up_to)s, 9223372036854775807)
+  AND e.id = n.event_id
+  AND (e.fanout_xid IS NULL
+       OR pg_visible_in_snapshot(e.fanout_xid, %(snapshot)s::text::pg_snapshot));
+
 -- ============================== API: preferences (personal) ==============================
 -- The subscription rule itself lives in one place, the user_subscriptions view, which the
 -- fan-out reads too (event_recipients_v2).
@@ -133,12 +163,36 @@ FROM notification_backlog b;
 -- name: listen_channel
 SELECT event_channel_v2() AS channel;
 
+-- name: listener_session
+-- The listener's own limits, whatever ALTER ROLE or ALTER DATABASE set (milliseconds).
+SELECT set_config('statement_timeout', %(statement_timeout_ms)s::text, false),
+       set_config('lock_timeout', %(lock_timeout_ms)s::text, false),
+       set_config('idle_in_transaction_session_timeout', '0', false),
+       set_config('default_transaction_isolation', 'read committed', false),
+       set_config('default_transaction_read_only', 'off', false);
+
+-- name: backend_pid
+SELECT pg_backend_pid();
+
 -- name: fan_out
 SELECT event_id, notifications, lag_seconds
 FROM fan_out_events_v2(%(batch_size)s::integer, %(row_budget)s::bigint);
 
+-- name: next_event
+SELECT next_event_v2();
+
+-- name: fan_out_event
+SELECT event_id, notifications, lag_seconds
+FROM fan_out_events_v2(1, %(row_budget)s::bigint, %(event_id)s::bigint);
+
+-- name: record_fanout_failure
+SELECT record_fanout_failure_v2(%(event_id)s, %(error)s, %(max_attempts)s);
+
+-- name: finish_user_deletions
+SELECT finish_user_deletions_v2();
+
 -- name: backlog_count
-SELECT count(*) FROM scenario_events WHERE processed_at IS NULL;
+SELECT b.unprocessed_events, b.set_aside_events FROM notification_backlog b;
 
 -- name: probe
 -- To our own LISTEN connection: proves it still delivers while the channel is quiet.
@@ -148,7 +202,7 @@ SELECT pg_notify(%(channel)s, '');
 -- Thin calls of the admin functions (sql/v1/admin.sql), so psql and the CLI behave alike.
 
 -- name: create_user
-SELECT create_user(%(name)s);
+SELECT create_user(%(name)s, %(email)s, %(is_admin)s);
 
 -- name: issue_token
 SELECT issue_token(%(user_id)s);
@@ -168,12 +222,22 @@ SELECT redeliver_event(%(event_id)s);
 -- name: delete_user
 SELECT delete_user(%(user_id)s);
 
+-- name: purge_processed_events
+SELECT purge_processed_events(%(older_than)s::interval);
+
+-- name: purge_deleted_scenarios
+SELECT purge_deleted_scenarios(%(older_than)s::interval);
+
+-- name: purge_unread_notifications
+SELECT purge_unread_notifications(%(older_than)s::interval, %(keep_per_user)s::integer);
+
 -- name: user_id_by_name
 SELECT id FROM users WHERE name = %(name)s;
 
 -- name: backlog
 SELECT unprocessed_events, oldest_event_id, oldest_occurred_at,
-       extract(epoch FROM oldest_age)::double precision AS oldest_age_seconds
+       extract(epoch FROM oldest_age)::double precision AS oldest_age_seconds,
+       set_aside_events, failing_events
 FROM notification_backlog;
 
 -- name: listeners

@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/api/v1/notifications/read-all", None),
     ("GET", "/api/v1/preferences", None),
     ("PUT", "/api/v1/preferences/scenario.created", {"enabled": False}),
+    ("DELETE", "/api/v1/tokens/current", None),
 ]
 
 BAD_AUTHORIZATIONS: list[str | None] = [
@@ -82,7 +83,12 @@ def test_revoked_token_is_401(
     # Only alice's tokens went; bob's still works, and alice gets back in with a new one.
     assert bob.get("/api/v1/me").status_code == 200
     alice.token = db.execute("SELECT issue_token(%s)", [alice.id]).fetchone()[0]  # type: ignore[index]
-    assert alice.get("/api/v1/me").get_json() == {"id": alice.id, "name": "alice"}
+    assert alice.get("/api/v1/me").get_json() == {
+        "id": alice.id,
+        "name": "alice",
+        "email": None,
+        "is_admin": False,
+    }
 
 
 def test_no_token_is_checked_before_anything_else(client: FlaskClient) -> None:
@@ -93,12 +99,27 @@ def test_no_token_is_checked_before_anything_else(client: FlaskClient) -> None:
 
 def test_bearer_scheme_is_case_insensitive(client: FlaskClient, alice: Caller) -> None:
     response = client.get("/api/v1/me", headers={"Authorization": f"bearer  {alice.token} "})
-    assert response.get_json() == {"id": alice.id, "name": "alice"}
+    assert response.get_json() == {
+        "id": alice.id,
+        "name": "alice",
+        "email": None,
+        "is_admin": False,
+    }
 
 
 def test_each_token_is_its_own_user(alice: Caller, bob: Caller) -> None:
-    assert alice.get("/api/v1/me").get_json() == {"id": alice.id, "name": "alice"}
-    assert bob.get("/api/v1/me").get_json() == {"id": bob.id, "name": "bob"}
+    assert alice.get("/api/v1/me").get_json() == {
+        "id": alice.id,
+        "name": "alice",
+        "email": None,
+        "is_admin": False,
+    }
+    assert bob.get("/api/v1/me").get_json() == {
+        "id": bob.id,
+        "name": "bob",
+        "email": None,
+        "is_admin": False,
+    }
 
 
 def test_openapi_needs_no_token(client: FlaskClient) -> None:
@@ -286,7 +307,8 @@ def test_valid_json_invalid_values_are_422(alice: Caller, scenario_id: int) -> N
 def test_422_message_names_the_field(alice: Caller) -> None:
     response = alice.post("/api/v1/scenarios", json={"name": "a\u0000"})
     assert response.get_json()["error"]["message"] == (
-        "name: must contain a visible character and no NUL character"
+        "name: must contain a visible character and no control or format character"
+        " (such as a bidi override or a zero-width space)"
     )
     response = alice.put("/api/v1/preferences/scenario.created", json={"enabled": "yes"})
     assert response.get_json()["error"]["message"] == "enabled: Input should be a valid boolean"

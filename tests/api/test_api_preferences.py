@@ -69,5 +69,15 @@ def test_preferences_are_personal(
 
 
 def test_me(alice: Caller, bob: Caller) -> None:
-    assert alice.get("/api/v1/me").get_json() == {"id": alice.id, "name": "alice"}
-    assert bob.get("/api/v1/me").get_json() == {"id": bob.id, "name": "bob"}
+    assert alice.get("/api/v1/me").get_json() == {
+        "id": alice.id,
+        "name": "alice",
+        "email": None,
+        "is_admin": False,
+    }
+    assert bob.get("/api/v1/me").get_json() == {
+        "id": bob.id,
+        "name": "bob",
+        "email": None,
+        "is_admin": False,
+    }

@@ -32,6 +32,9 @@
     items: new Map(),
     elements: new Map(),
     nextCursor: null,
+    // What the newest page shown could see: "Mark all as read" marks nothing that committed
+    // after it, even with a lower id (docs/api.md, read-all).
+    watermark: null,
     loaded: false,
     pending: new Set(),
     pollTimer: null,
@@ -173,6 +176,7 @@
     state.elements.clear();
     state.pending.clear();
     state.nextCursor = null;
+    state.watermark = null;
     state.loaded = false;
     state.listEpoch += 1;
     state.failures = 0;
@@ -193,6 +197,17 @@
     hideBanner();
     resetUi();
     showSignIn(message);
+  }
+
+  // The button gives the token up on the server too (DELETE /tokens/current): a copy left
+  // in this browser's storage or history no longer works. Signed out here either way.
+  async function revokeAndSignOut() {
+    try {
+      if (state.token) await api("DELETE", "/tokens/current");
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) console.warn("token not revoked", err);
+    }
+    signOut("You are signed out.");
   }
 
   function startSession(me) {
@@ -368,6 +383,7 @@
   function mergeFirstPage(page) {
     const firstLoad = !state.loaded;
     state.loaded = true;
+    state.watermark = page.watermark;
     const overlaps = page.items.some((n) => state.items.has(n.id));
     // First load, an empty list, or more than a page arrived since the last poll (the old
     // list would have a hole in it): start again from the newest page.
@@ -477,7 +493,9 @@
     const button = $("mark-all");
     button.setAttribute("aria-busy", "true");
     try {
-      const result = await api("POST", "/notifications/read-all", { up_to: upTo });
+      const body = { up_to: upTo };
+      if (state.watermark) body.watermark = state.watermark;
+      const result = await api("POST", "/notifications/read-all", body);
       if (session !== state.session) return;
       const now = new Date().toISOString();
       for (const n of state.items.values()) {
@@ -722,7 +740,7 @@
 
   function init() {
     $("sign-in-form").addEventListener("submit", submitSignIn);
-    $("sign-out").addEventListener("click", () => signOut("You are signed out."));
+    $("sign-out").addEventListener("click", revokeAndSignOut);
     $("mark-all").addEventListener("click", markAllRead);
     $("load-more").addEventListener("click", loadMore);
     $("scenario-form").addEventListener("submit", createScenario);
