@@ -63,7 +63,7 @@ def pgbouncer(pg_url: str) -> Iterator[Callable[[str], str]]:
         f"unix_socket_dir = {directory}\n"
         "auth_type = any\n"
         "pool_mode = transaction\n"
-        "default_pool_size = 4\n"
+        "default_pool_size = 2\n"
         "max_client_conn = 100\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
         f"logfile = {directory}/pgbouncer.log\n"
@@ -154,11 +154,29 @@ def test_api_works_through_a_transaction_pool(
     token_row = db.execute("SELECT issue_token(%s)", [alice]).fetchone()
     assert token_row is not None
     headers = {"Authorization": f"Bearer {token_row[0]}"}
-    client = make_app(pgbouncer(database_url), api_pool_size=2).test_client()
-    for _ in range(3):  # several transactions, on whichever server connection
-        me = client.get("/api/v1/me", headers=headers)
-        assert me.status_code == 200, me.get_data(as_text=True)
-        assert me.get_json()["id"] == alice
+    app = make_app(pgbouncer(database_url), api_pool_size=4)
+    client = app.test_client()
+    # Four request threads over four pooled client connections, and a pooler with two server
+    # connections: each transaction lands on whichever server connection is free, so a
+    # statement prepared on one (psycopg prepares what a connection runs often) would be
+    # missing on the next.
+    answers: list[tuple[int, Any]] = []
+
+    def requests() -> None:
+        own = app.test_client()
+        for _ in range(25):
+            for path in ("/api/v1/me", "/api/v1/notifications/unread-count"):
+                got = own.get(path, headers=headers)
+                answers.append((got.status_code, got.get_json()))
+
+    threads = [threading.Thread(target=requests) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 200
+    assert [a for a in answers if a[0] != 200] == []
+    assert {a[1].get("id") for a in answers if "id" in a[1]} == {alice}
     created = client.post("/api/v1/scenarios", json={"name": "pooled"}, headers=headers)
     assert created.status_code == 201, created.get_data(as_text=True)
     event = db.execute(

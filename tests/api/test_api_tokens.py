@@ -72,7 +72,8 @@ def _server_log(db: psycopg.Connection[Any], marker: str) -> str:
     candidates = [c for c in [current[0] if current else None] if c]
     candidates += [os.path.join(data, "log"), os.path.join(os.path.dirname(data), "log")]
     for path in candidates:
-        row = db.execute("SELECT pg_read_file(%s, true)", [path]).fetchone()
+        # The four-argument form: PostgreSQL 15 lacks pg_read_file(text, boolean).
+        row = db.execute("SELECT pg_read_file(%s::text, 0, 100000000, true)", [path]).fetchone()
         text = row[0] if row else None
         if text and marker in text:
             return str(text)
