@@ -24,8 +24,11 @@ def create_user(conn: Conn, name: str, email: str | None = None, is_admin: bool 
     return int(_value(conn, "create_user", name=name, email=email, is_admin=is_admin))
 
 
-def issue_token(conn: Conn, user_id: int) -> str:
-    return str(_value(conn, "issue_token", user_id=user_id))
+def issue_token(conn: Conn, user_id: int, valid_for: str | None = None) -> str:
+    """A new token; with valid_for (a PostgreSQL interval) it expires after that long."""
+    if valid_for is None:
+        return str(_value(conn, "issue_token", user_id=user_id))
+    return str(_value(conn, "issue_expiring_token", user_id=user_id, valid_for=valid_for))
 
 
 def revoke_tokens(conn: Conn, user_id: int) -> int:

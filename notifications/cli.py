@@ -197,7 +197,8 @@ def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_token_issue(settings: Settings, args: argparse.Namespace) -> int:
     with _db(settings) as conn:
-        print(admin.issue_token(conn, args.user_id))
+        valid_for = args.valid_for.interval if args.valid_for else None
+        print(admin.issue_token(conn, args.user_id, valid_for))
     return 0
 
 
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     p = add("issue", cmd_token_issue, "print a new API token for a user (shown once)", token_sub)
     p.add_argument("user_id", type=_positive_int)
+    p.add_argument(
+        "--valid-for", type=_duration, help="the token expires after this long (e.g. 90d)"
+    )
     p = add("revoke", cmd_token_revoke, "revoke every token of a user", token_sub)
     p.add_argument("user_id", type=_positive_int)
 

@@ -40,6 +40,25 @@ def test_user_create_and_token_issue(database_url: str, db: psycopg.Connection[A
     assert stored == (0,)
 
 
+def test_token_issue_with_an_expiry(database_url: str, db: psycopg.Connection[Any]) -> None:
+    created = json.loads(run_cli("user", "create", "carol", database_url=database_url).stdout)
+    issued = run_cli(
+        "token", "issue", str(created["id"]), "--valid-for", "2h", database_url=database_url
+    )
+    assert issued.returncode == 0, issued.stderr
+    expires = db.execute(
+        "SELECT expires_at - created_at FROM api_tokens"
+        " WHERE token_hash = sha256(convert_to(%s, 'UTF8'))",
+        [issued.stdout.strip()],
+    ).fetchone()
+    assert expires is not None and expires[0].total_seconds() == 7200
+    bad = run_cli(
+        "token", "issue", str(created["id"]), "--valid-for", "soon", database_url=database_url
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_duplicate_user_is_a_one_line_error(database_url: str) -> None:
     assert run_cli("user", "create", "bob", database_url=database_url).returncode == 0
     result = run_cli("user", "create", "bob", database_url=database_url)

@@ -207,6 +207,9 @@ SELECT create_user(%(name)s, %(email)s, %(is_admin)s);
 -- name: issue_token
 SELECT issue_token(%(user_id)s);
 
+-- name: issue_expiring_token
+SELECT issue_token(%(user_id)s, %(valid_for)s::interval);
+
 -- name: revoke_tokens
 SELECT revoke_tokens(%(user_id)s);
 

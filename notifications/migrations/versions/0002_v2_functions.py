@@ -19,6 +19,7 @@ def upgrade() -> None:
         "triggers/scenario_events.v2.sql",
         "sql/v2/queue.sql",
         "sql/v2/access.sql",
+        "sql/v2/delivery.sql",
         # Last: it grants on, and hardens, everything the files above created.
         "sql/v2/roles.sql",
     )
@@ -27,6 +28,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     apply_sql(
         "sql/v2/roles.down.sql",
+        "sql/v2/delivery.down.sql",
         "sql/v2/access.down.sql",
         "sql/v2/queue.down.sql",
         "sql/v2/downgrade.sql",
