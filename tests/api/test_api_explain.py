@@ -87,3 +87,40 @@ def test_hot_queries_use_the_indexes(loaded: psycopg.Connection[Any]) -> None:
         n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "user_notifications"
         for n in nodes
     ), nodes
+
+
+def test_a_deep_page_reads_only_its_own_events(db: psycopg.Connection[Any]) -> None:
+    """A page far down a long feed joins the events of its own rows, one index probe each.
+
+    A merge join would walk scenario_events down from the newest event to the cursor
+    (the bound on the feed's id is not carried over to the events' side of the join): a
+    page at depth N read N events. Measured with EXPLAIN ANALYZE, on a feed long enough
+    for the planner to be tempted.
+    """
+    db.execute("SELECT create_user('reader'), create_user('writer')")
+    me = db.execute("SELECT id FROM users WHERE name = 'reader'").fetchone()
+    assert me is not None
+    db.execute(
+        "INSERT INTO scenario_events (event_type, scenario_id, scenario_name, processed_at)"
+        " SELECT 'scenario.created', g, 's' || g, now() FROM generate_series(1, 60000) g"
+    )
+    db.execute(
+        "INSERT INTO user_notifications (user_id, event_id) SELECT %s, id FROM scenario_events",
+        [me[0]],
+    )
+    db.execute("ANALYZE")
+    middle = db.execute("SELECT min(id) + 30000 FROM scenario_events").fetchone()
+    assert middle is not None
+    for status in ("all", "unread"):
+        row = db.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + feed_page_sql(status),  # type: ignore[operator]
+            {"me": me[0], "limit": 21, "before": middle[0]},
+        ).fetchone()
+        assert row is not None
+        nodes = list(plan_nodes(row[0][0]["Plan"]))
+        read = sum(
+            n["Actual Rows"] * n["Actual Loops"]
+            for n in nodes
+            if n.get("Relation Name") == "scenario_events"
+        )
+        assert 0 < read <= 21, f"{status}: {read} events read for a page of 21: {nodes}"

@@ -109,5 +109,9 @@ SELECT n.user_id,
        e.occurred_at AS created_at,
        n.read_at
 FROM user_notifications n
-JOIN scenario_events e ON e.id = n.event_id
+-- One primary-key probe per row of the page. As a plain join, the planner may merge-join
+-- scenario_events walked down from its newest event: the page's bound on n.event_id is
+-- not carried over to e.id, so a page deep in a long feed read every event above it.
+-- OFFSET 0 keeps the subquery from being flattened into such a join.
+CROSS JOIN LATERAL (SELECT * FROM scenario_events ev WHERE ev.id = n.event_id OFFSET 0) e
 LEFT JOIN users a ON a.id = e.actor_id;
