@@ -59,6 +59,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+        d = f.get("deliveries")
+        if d:
+            out.append(
+                (
+                    f"d. fan-out {d['recipients']:,} with e-mail on for all vs without",
+                    f"{d['with_email_for_all_s']:.3f} s vs {d['without_deliveries_s']:.3f} s"
+                    f" = {d['ratio']:.2f}x",
+                    f"<= 1.6x {ok(d['ratio'] <= 1.6)}",
+                )
+            )
         for s in f["stages"]:
             n = s["subscribers"]
             tgt = ""

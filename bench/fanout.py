@@ -107,12 +107,58 @@ def seed_baseline(conn: psycopg.Connection[Any], subscribers: int) -> dict[str, 
     }
 
 
+def delivery_overhead(conn: psycopg.Connection[Any], repeats: int) -> dict[str, Any]:
+    """One event to every user, fanned out by the function directly (listener stopped):
+    without deliveries, then with e-mail on for every user (one deliveries row each, in the
+    same transaction), alternated so that drift hits both alike. Target: <= 1.6x."""
+    users = conn.execute("SELECT count(*) FROM users").fetchone()
+    n = int(users[0]) if users else 0
+
+    def one(expect_deliveries: bool) -> float:
+        conn.execute("TRUNCATE deliveries")
+        conn.execute("CHECKPOINT")
+        insert_scenario(conn)
+        seconds = timed(conn, "SELECT * FROM fan_out_events_v2(100)")
+        row = conn.execute("SELECT count(*) FROM deliveries").fetchone()
+        written = int(row[0]) if row else 0
+        if written != (n if expect_deliveries else 0):
+            raise AssertionError(f"{written} deliveries written, expected {n}")
+        return seconds
+
+    without: list[float] = []
+    with_email: list[float] = []
+    for _ in range(repeats):
+        conn.execute("DELETE FROM channel_preferences")
+        without.append(one(False))
+        conn.execute("UPDATE users SET email = name || '@example.com' WHERE email IS NULL")
+        conn.execute(
+            "INSERT INTO channel_preferences (user_id, event_type, channel, enabled)"
+            " SELECT id, 'scenario.created', 'email', true FROM users"
+        )
+        conn.execute("VACUUM ANALYZE channel_preferences")
+        with_email.append(one(True))
+    conn.execute("DELETE FROM channel_preferences")
+    conn.execute("TRUNCATE deliveries")
+    plain = statistics.median(without)
+    emailed = statistics.median(with_email)
+    return {
+        "recipients": n,
+        "without_deliveries_s": plain,
+        "with_email_for_all_s": emailed,
+        "ratio": emailed / plain,
+        "runs_without": without,
+        "runs_with": with_email,
+    }
+
+
 def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     sizes = [10_000, 50_000] if quick else [10_000, 100_000, 1_000_000]
     prior = 1 if quick else 2
     url = server.fresh_database("fanout")
     stages: list[dict[str, Any]] = []
     seed: dict[str, Any] = {}
+    deliveries: dict[str, Any] = {}
+    deliveries_at = 50_000 if quick else 100_000
     with connect(url) as conn, connect(url) as poll:
         conn.execute(
             "CREATE TABLE bench_floor (user_id bigint NOT NULL, event_id bigint NOT NULL,"
@@ -169,6 +215,8 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
             )
             if not seed:
                 seed = seed_baseline(conn, 1_000 if quick else 5_000)
+            if n == deliveries_at:
+                deliveries = delivery_overhead(conn, 1 if quick else 3)
     for stage in stages:
         stage["speedup_vs_seed"] = stage["rows_per_s"] / seed["rows_per_s"]
-    return {"stages": stages, "seed": seed}
+    return {"stages": stages, "seed": seed, "deliveries": deliveries}

@@ -6,6 +6,7 @@ calls themselves are named queries (sql/queries.sql).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -73,6 +74,24 @@ def finish_user_deletions(conn: Conn) -> int:
 
 def redeliver_event(conn: Conn, event_id: int) -> None:
     conn.execute(query("redeliver_event"), {"event_id": event_id})
+
+
+def retry_delivery(conn: Conn, delivery_id: int) -> None:
+    conn.execute(query("retry_delivery"), {"id": delivery_id})
+
+
+def replay_endpoint_deliveries(
+    conn: Conn, endpoint_id: int, since: datetime, until: datetime
+) -> int:
+    return int(
+        _value(
+            conn,
+            "replay_endpoint_deliveries",
+            endpoint_id=endpoint_id,
+            since=since,
+            until=until,
+        )
+    )
 
 
 def delete_user(conn: Conn, user_id: int) -> None:

@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import psycopg
@@ -136,6 +137,12 @@ def cmd_listen(settings: Settings, args: argparse.Namespace) -> int:
     from notifications.listener.main import run_listener
 
     return run_listener(settings)
+
+
+def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
+    from notifications.delivery.main import run_deliverer
+
+    return run_deliverer(settings)
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -276,6 +283,32 @@ def cmd_event_redeliver(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delivery_retry(settings: Settings, args: argparse.Namespace) -> int:
+    with _db(settings) as conn:
+        admin.retry_delivery(conn, args.delivery_id)
+    print(json.dumps({"retried": args.delivery_id}))
+    return 0
+
+
+def cmd_delivery_replay(settings: Settings, args: argparse.Namespace) -> int:
+    until = args.until or datetime.now(UTC)
+    with _db(settings) as conn:
+        replayed = admin.replay_endpoint_deliveries(conn, args.endpoint_id, args.since, until)
+    print(json.dumps({"endpoint_id": args.endpoint_id, "replayed": replayed}))
+    return 0
+
+
+def _timestamp(text: str) -> datetime:
+    """ISO 8601 ('2030-01-31', '2030-01-31T12:00:00+02:00'); without an offset, UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time like 2030-01-31 or 2030-01-31T12:00Z: {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="notifications",
@@ -297,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="default API_PORT (8000)")
     add("migrate", cmd_migrate, "alembic upgrade head on DATABASE_URL")
     add("listen", cmd_listen, "run the listener daemon until SIGTERM/SIGINT")
+    add("deliver", cmd_deliver, "run the delivery daemon (e-mail, webhooks) until SIGTERM/SIGINT")
     p = add("serve", cmd_serve, "serve the HTTP API under gunicorn")
     p.add_argument("--host", help="default API_HOST (127.0.0.1)")
     p.add_argument("--port", type=_port, help="default API_PORT (8000)")
@@ -365,6 +399,26 @@ def build_parser() -> argparse.ArgumentParser:
     event_sub = event.add_subparsers(dest="event_command", required=True, metavar="COMMAND")
     p = add("redeliver", cmd_event_redeliver, "put an event back in the backlog", event_sub)
     p.add_argument("event_id", type=_positive_int)
+
+    delivery = sub.add_parser("delivery", help="manage e-mail and webhook deliveries")
+    delivery_sub = delivery.add_subparsers(
+        dest="delivery_command", required=True, metavar="COMMAND"
+    )
+    p = add(
+        "retry", cmd_delivery_retry, "put a dead delivery back in the queue, due now", delivery_sub
+    )
+    p.add_argument("delivery_id", type=_positive_int, metavar="ID")
+    p = add(
+        "replay",
+        cmd_delivery_replay,
+        "put an endpoint's dead deliveries of a time range back in the queue",
+        delivery_sub,
+    )
+    p.add_argument("endpoint_id", type=_positive_int, metavar="ENDPOINT_ID")
+    p.add_argument(
+        "--since", type=_timestamp, required=True, help="created at or after (ISO 8601; UTC)"
+    )
+    p.add_argument("--until", type=_timestamp, help="created before (ISO 8601; default now)")
     return parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfigError(Exception):
@@ -62,6 +62,24 @@ def _seconds_list(raw: Any) -> Any:
     return values
 
 
+def _schedule(raw: Any) -> Any:
+    """'0,5,300': seconds before each delivery try; every retry waits more than 0."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise _Refused(f"must be comma-separated seconds like 0,5,300, not {raw!r}") from None
+    if not all(math.isfinite(v) and 0 <= v <= 7 * 86400 for v in values) or not all(
+        v > 0 for v in values[1:]
+    ):
+        raise _Refused(
+            "must be seconds between 0 and 604800, every one after the first greater than 0,"
+            f" not {raw!r}"
+        )
+    return values
+
+
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -93,7 +111,7 @@ class Settings(BaseSettings):
         500_000, validation_alias="BATCH_ROW_BUDGET"
     )
     # after a busy wake, re-poll at these delays before sleeping (see listener/worker.py)
-    linger_delays: Annotated[tuple[float, ...], BeforeValidator(_seconds_list)] = Field(
+    linger_delays: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_seconds_list)] = Field(
         (0.005, 0.01, 0.02, 0.04, 0.08), validation_alias="LINGER_DELAYS"
     )
     # pause between two fan-out calls while the backlog is busy, so a batch can gather
@@ -120,6 +138,51 @@ class Settings(BaseSettings):
         None, validation_alias="LISTENER_METRICS_PORT"
     )
     listener_metrics_addr: str = Field("127.0.0.1", validation_alias="LISTENER_METRICS_ADDR")
+
+    # -- deliverer (`notifications deliver`) ----------------------------------------------
+    # seconds between polls of the outbox when no NOTIFY arrives
+    delivery_poll_interval: Annotated[float, _bounded(float, 3600)] = Field(
+        2.0, validation_alias="DELIVERY_POLL_INTERVAL"
+    )
+    # the retry schedule: seconds before each try (the first is "now"); dead after the last
+    delivery_retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_schedule)] = (
+        Field(
+            (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+            validation_alias="DELIVERY_RETRY_SCHEDULE",
+        )
+    )
+    # seconds a claimed delivery stays leased; a deliverer killed mid-send leaves its rows
+    # to come due again after this (keep it well above WEBHOOK_TIMEOUT)
+    delivery_lease: Annotated[float, _bounded(float, 86400)] = Field(
+        60.0, validation_alias="DELIVERY_LEASE"
+    )
+    # sends in flight at once, per deliverer
+    delivery_concurrency: Annotated[int, _bounded(int, 10_000)] = Field(
+        100, validation_alias="DELIVERY_CONCURRENCY"
+    )
+    # seconds a webhook receiver has to answer
+    webhook_timeout: Annotated[float, _bounded(float, 300)] = Field(
+        10.0, validation_alias="WEBHOOK_TIMEOUT"
+    )
+    # smtp://[user:password@]host:port (STARTTLS when offered) or smtps://... (TLS)
+    smtp_url: str | None = Field(None, validation_alias="SMTP_URL")
+    # SMTP connections one deliverer keeps open (and sends over) at once
+    smtp_connections: Annotated[int, _bounded(int, 100)] = Field(
+        4, validation_alias="SMTP_CONNECTIONS"
+    )
+    mail_from: str = Field("notifications@localhost", validation_alias="MAIL_FROM")
+    # where the API is reached from outside: the base of e-mails' unsubscribe links
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias="PUBLIC_URL")
+    # signs the unsubscribe links of e-mails; the API and the deliverer need the same one
+    unsubscribe_secret: str | None = Field(
+        None, min_length=16, validation_alias="UNSUBSCRIBE_SECRET"
+    )
+    deliver_metrics_port: Annotated[int | None, _bounded(int, 65535)] = Field(
+        None, validation_alias="DELIVER_METRICS_PORT"
+    )
+    deliver_metrics_addr: str = Field("127.0.0.1", validation_alias="DELIVER_METRICS_ADDR")
+    # webhooks to private, loopback and link-local addresses (refused unless 1; `dev` sets it)
+    webhook_allow_private: bool = Field(False, validation_alias="WEBHOOK_ALLOW_PRIVATE")
 
     # -- API -------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")

@@ -458,3 +458,41 @@ def test_mark_all_leaves_a_late_commit_with_a_lower_id_unread(
     expect(items.nth(1)).to_contain_text("'Early id'")
     expect(items.nth(1)).to_have_attribute("data-unread", "true")
     expect(browser_page.get_by_test_id("unread-count")).to_have_text("1")
+
+
+def test_email_switch_persists(
+    live: Live,
+    page: tuple[Page, PageWatch],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., int],
+) -> None:
+    """The e-mail switch beside the in-app one: saved with "channels", still on after a
+    reload, and the in-app switch untouched."""
+    browser_page, _ = page
+    bob_id = make_user("bob")
+    sign_in(browser_page, live, token_for(db, bob_id))
+    email = browser_page.get_by_label("scenario.executed by e-mail", exact=True)
+    webhook = browser_page.get_by_label("scenario.executed by webhook", exact=True)
+    expect(email).not_to_be_checked()
+    expect(webhook).to_be_checked()
+    with browser_page.expect_request(
+        re.compile(r"/api/v1/preferences/scenario\.executed$")
+    ) as request:
+        email.check()
+    assert request.value.post_data_json == {"channels": {"email": True}}
+    expect(browser_page.locator("#prefs-status")).to_contain_text("by e-mail")
+    wait_until(
+        lambda: (
+            db.execute(
+                "SELECT enabled FROM channel_preferences WHERE user_id = %s"
+                " AND event_type = 'scenario.executed' AND channel = 'email'",
+                [bob_id],
+            ).fetchone()
+            == (True,)
+        ),
+        timeout=LIVE / 1000,
+    )
+    browser_page.reload()
+    expect(browser_page.get_by_label("scenario.executed by e-mail", exact=True)).to_be_checked()
+    expect(browser_page.get_by_label("scenario.executed", exact=True)).to_be_checked()
+    expect(browser_page.get_by_label("scenario.created by e-mail", exact=True)).not_to_be_checked()

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from notifications.listener.sdnotify import SdNotifier
+from notifications.sdnotify import SdNotifier
 from tests.cli import run_cli
 from tests.conftest import wait_until
 

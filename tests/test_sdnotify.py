@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from notifications.listener.sdnotify import SdNotifier, watchdog_interval
+from notifications.sdnotify import SdNotifier, watchdog_interval
 from tests.cli import start_cli
 
 Conn = psycopg.Connection[Any]

@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         routes,
         routing,
         tokens,  # noqa: F401  (adds its routes to routes.bp)
+        unsubscribe,
+        webhooks,  # noqa: F401  (adds its routes to routes.bp)
     )
 
     routing.init_app(app)
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(inbox.bp)
+    app.register_blueprint(unsubscribe.bp)
 
     @app.after_request
     def _nosniff(response: Response) -> Response:

@@ -34,7 +34,8 @@ def _page_headers(response: Response) -> Response:
     # Every HTML page, however it is reached (`/`, /static/index.html, a page added later),
     # not only the route that was written with them in mind.
     if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        # A page with a policy of its own (the unsubscribe form posts back) keeps it.
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
     return response

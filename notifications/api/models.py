@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 
 # Ids are PostgreSQL bigints; anything outside that range cannot name a row.
@@ -121,8 +122,65 @@ class ReadAll(Request):
     )
 
 
+# The shape email_is_valid_v2 (sql/v2/access.sql) checks, so that the document says which
+# addresses are accepted; the database checks again.
+EMAIL = (
+    r"^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class MeUpdate(Request):
+    email: str | None = Field(
+        max_length=254, pattern=EMAIL, description="Your e-mail address, or null to clear it."
+    )
+
+
+CHANNELS = Literal["email", "webhook"]
+# The default of an optional field that must not be null when given: pydantic does not
+# validate defaults, so only an explicit null meets the strict type (and is refused).
+UNSET: Any = None
+
+
 class PreferenceUpdate(Request):
-    enabled: bool
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    # Optional, never null (the handler reads model_fields_set).
+    enabled: bool = Field(default=UNSET, description="The in-app feed.")
+    channels: dict[CHANNELS, bool] = Field(
+        default=UNSET, min_length=1, description="E-mail, your webhook endpoints, or both."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> PreferenceUpdate:
+        if not self.model_fields_set:
+            raise ValueError('give "enabled", "channels" or both')
+        return self
+
+
+EVENT_TYPE = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+class WebhookCreate(Request):
+    url: str = Field(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://[^\s\x00-\x1f\x7f]+$",
+        description="http(s); public addresses only unless the server allows private ones.",
+    )
+    event_types: list[EVENT_TYPE] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="The event types to send; absent or null for all.",
+    )
+
+
+class DeliveryQuery(Query):
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None, max_length=200, description="next_cursor of the previous page; opaque."
+    )
 
 
 class FeedQuery(Query):
@@ -199,10 +257,48 @@ class Updated(Response):
     updated: int
 
 
+class Channels(Response):
+    email: bool
+    webhook: bool
+
+
 class Preference(Response):
     event_type: str
     description: str
     enabled: bool
+    channels: Channels
+
+
+class Endpoint(Response):
+    id: int
+    url: str
+    event_types: list[str] | None
+    created_at: Timestamp
+    disabled_at: Timestamp | None
+
+
+class EndpointCreated(Endpoint):
+    secret: str = Field(
+        description="whsec_ + base64: verify our signatures with it. Shown only here, once."
+    )
+
+
+class EndpointList(Response):
+    items: list[Endpoint]
+
+
+class Delivery(Response):
+    id: int
+    event_id: int
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    last_error: str | None
+    delivered_at: Timestamp | None
+
+
+class DeliveryPage(Response):
+    items: list[Delivery]
+    next_cursor: str | None
 
 
 class PreferenceList(Response):

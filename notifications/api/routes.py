@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any, LiteralString
 
+import psycopg
 from flask import Blueprint
 from psycopg.rows import DictRow
 
@@ -46,6 +47,24 @@ def get_me(me: int) -> models.Me:
     if row is None:  # the token's user was deleted between the two statements
         raise ApiError(401, "unauthorized", "invalid or revoked token")
     return models.Me.model_validate(row)
+
+
+@api.route(
+    "PUT",
+    "/me",
+    summary="Set or clear your e-mail address",
+    tag="me",
+    body=models.MeUpdate,
+    response=models.Me,
+)
+def update_me(me: int, body: models.MeUpdate) -> models.Me:
+    try:
+        _one("me_set_email", me=me, email=body.email)
+    except psycopg.errors.InvalidParameterValue:
+        raise invalid(
+            "email: not an e-mail address (local@domain, at most 254 characters)"
+        ) from None
+    return get_me(me)
 
 
 # Scenarios (shared by the team)
@@ -302,6 +321,17 @@ def mark_all_read(me: int, body: models.ReadAll) -> models.Updated:
 # Preferences (personal)
 
 
+def _preference(row: DictRow | None) -> models.Preference:
+    if row is None:
+        raise not_found("event type")
+    return models.Preference(
+        event_type=row["event_type"],
+        description=row["description"],
+        enabled=row["enabled"],
+        channels=models.Channels(email=row["email"], webhook=row["webhook"]),
+    )
+
+
 @api.route(
     "GET",
     "/preferences",
@@ -311,13 +341,13 @@ def mark_all_read(me: int, body: models.ReadAll) -> models.Updated:
 )
 def list_preferences(me: int) -> models.PreferenceList:
     rows = execute(query("preference_list"), {"me": me})
-    return models.PreferenceList(items=[models.Preference.model_validate(r) for r in rows])
+    return models.PreferenceList(items=[_preference(r) for r in rows])
 
 
 @api.route(
     "PUT",
     "/preferences/{event_type}",
-    summary="Choose whether you receive an event type",
+    summary="Choose whether you receive an event type, in the feed and on each channel",
     tag="preferences",
     params={"event_type": "name"},
     examples={"event_type": "scenario.executed"},
@@ -327,8 +357,18 @@ def list_preferences(me: int) -> models.PreferenceList:
 def set_preference(me: int, event_type: str, body: models.PreferenceUpdate) -> models.Preference:
     if _one("preference_get", me=me, event_type=event_type) is None:
         raise not_found("event type")
-    _one("preference_set", me=me, event_type=event_type, enabled=body.enabled)
-    return models.Preference.model_validate(_one("preference_get", me=me, event_type=event_type))
+    if "enabled" in body.model_fields_set:
+        _one("preference_set", me=me, event_type=event_type, enabled=body.enabled)
+    if "channels" in body.model_fields_set:
+        for channel, enabled in sorted(body.channels.items()):
+            _one(
+                "channel_preference_set",
+                me=me,
+                event_type=event_type,
+                channel=channel,
+                enabled=enabled,
+            )
+    return _preference(_one("preference_get", me=me, event_type=event_type))
 
 
 # The document itself, and the health routes it describes (served by health.py)

@@ -6,8 +6,8 @@ from prometheus_client import start_http_server
 
 from notifications.config import ConfigError, Settings
 from notifications.db import check_url
-from notifications.listener.sdnotify import SdNotifier
 from notifications.listener.worker import Listener
+from notifications.sdnotify import SdNotifier
 
 
 def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Listener:

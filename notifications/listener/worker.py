@@ -30,8 +30,8 @@ from psycopg import sql
 from notifications.config import ConfigError, Settings
 from notifications.db import connect
 from notifications.listener import metrics
-from notifications.listener.sdnotify import SdNotifier, watchdog_interval
 from notifications.queries import query
+from notifications.sdnotify import SdNotifier, watchdog_interval
 
 log = logging.getLogger("notifications.listener")
 

@@ -129,19 +129,70 @@ WHERE n.user_id = %(me)s AND n.read_at IS NULL
 -- The subscription rule itself lives in one place, the user_subscriptions view, which the
 -- fan-out reads too (event_recipients_v2).
 
+-- With each type's channels; with no channel_preferences row, e-mail is off and webhooks
+-- are on (the fan-out applies the same defaults, sql/v2/fanout.sql).
+
 -- name: preference_list
-SELECT us.event_type, t.description, us.enabled
+SELECT us.event_type, t.description, us.enabled,
+       coalesce(ce.enabled, false) AS email, coalesce(cw.enabled, true) AS webhook
 FROM user_subscriptions us JOIN event_types t ON t.name = us.event_type
+LEFT JOIN channel_preferences ce
+       ON ce.user_id = us.user_id AND ce.event_type = us.event_type AND ce.channel = 'email'
+LEFT JOIN channel_preferences cw
+       ON cw.user_id = us.user_id AND cw.event_type = us.event_type AND cw.channel = 'webhook'
 WHERE us.user_id = %(me)s
 ORDER BY us.event_type;
 
 -- name: preference_get
-SELECT us.event_type, t.description, us.enabled
+SELECT us.event_type, t.description, us.enabled,
+       coalesce(ce.enabled, false) AS email, coalesce(cw.enabled, true) AS webhook
 FROM user_subscriptions us JOIN event_types t ON t.name = us.event_type
+LEFT JOIN channel_preferences ce
+       ON ce.user_id = us.user_id AND ce.event_type = us.event_type AND ce.channel = 'email'
+LEFT JOIN channel_preferences cw
+       ON cw.user_id = us.user_id AND cw.event_type = us.event_type AND cw.channel = 'webhook'
 WHERE us.user_id = %(me)s AND us.event_type = %(event_type)s;
 
 -- name: preference_set
 SELECT set_subscription(%(me)s, %(event_type)s, %(enabled)s);
+
+-- name: channel_preference_set
+SELECT set_channel_preference(%(me)s, %(event_type)s, %(channel)s, %(enabled)s);
+
+-- name: me_set_email
+SELECT set_user_email(%(me)s, %(email)s);
+
+-- ============================== API: webhook endpoints (personal) ==============================
+-- The API writes an endpoint's secret once and cannot read it back (sql/v2/roles.sql).
+
+-- name: unknown_event_types
+SELECT coalesce(array_agg(x.name ORDER BY x.name), '{}') AS unknown
+FROM unnest(%(names)s::text[]) AS x (name)
+WHERE NOT EXISTS (SELECT 1 FROM event_types t WHERE t.name = x.name);
+
+-- name: webhook_create
+INSERT INTO webhook_endpoints (user_id, url, secret, event_types)
+VALUES (%(me)s, %(url)s, %(secret)s, %(event_types)s)
+RETURNING id, url, event_types, created_at, disabled_at;
+
+-- name: webhook_list
+SELECT id, url, event_types, created_at, disabled_at
+FROM webhook_endpoints WHERE user_id = %(me)s ORDER BY id;
+
+-- name: webhook_get
+SELECT id, url, event_types, created_at, disabled_at
+FROM webhook_endpoints WHERE user_id = %(me)s AND id = %(id)s;
+
+-- name: webhook_delete
+DELETE FROM webhook_endpoints WHERE user_id = %(me)s AND id = %(id)s RETURNING id;
+
+-- name: webhook_deliveries_page
+-- Newest first, a backward range scan on deliveries_endpoint_idx from the cursor.
+SELECT id, event_id, status, attempts, last_error, delivered_at
+FROM deliveries
+WHERE user_id = %(me)s AND endpoint_id = %(id)s
+  AND id < coalesce(%(before)s, 9223372036854775807)
+ORDER BY id DESC LIMIT %(limit)s;
 
 -- ============================== API: health ==============================
 
@@ -225,6 +276,12 @@ SELECT redeliver_event(%(event_id)s);
 -- name: delete_user
 SELECT delete_user(%(user_id)s);
 
+-- name: retry_delivery
+SELECT retry_delivery(%(id)s);
+
+-- name: replay_endpoint_deliveries
+SELECT replay_endpoint_deliveries(%(endpoint_id)s, %(since)s, %(until)s);
+
 -- name: purge_processed_events
 SELECT purge_processed_events(%(older_than)s::interval);
 
@@ -247,3 +304,103 @@ FROM notification_backlog;
 SELECT listener_pid, connection, pid, host(client_addr) AS client_addr, backend_start, state,
        last_query_at
 FROM listener_activity ORDER BY listener_pid, connection;
+
+-- ============================== deliverer ==============================
+-- `notifications deliver` (notifications/delivery/worker.py). A claim leases due rows by
+-- moving next_attempt_at past the lease and counts the try; the send happens after its
+-- commit, and its outcome is recorded by deliver_record in a second short transaction.
+
+-- name: deliver_channel
+SELECT delivery_channel_v2() AS channel;
+
+-- name: deliver_session
+SELECT set_config('statement_timeout', '30000', false),
+       set_config('lock_timeout', '5000', false),
+       set_config('idle_in_transaction_session_timeout', '0', false),
+       set_config('default_transaction_isolation', 'read committed', false),
+       set_config('default_transaction_read_only', 'off', false);
+
+-- name: deliver_claim
+-- Everything a send needs comes back with the claim: the notification as the API renders
+-- it (notification_feed), the endpoint, the address.
+WITH due AS (
+    SELECT user_id, id FROM deliveries
+    WHERE status = 'pending' AND next_attempt_at <= now() AND channel = ANY(%(channels)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+    SET next_attempt_at = now() + make_interval(secs => %(lease)s), attempts = d.attempts + 1
+    FROM due
+    WHERE d.user_id = due.user_id AND d.id = due.id
+    RETURNING d.user_id, d.id, d.event_id, d.channel, d.endpoint_id, d.attempts
+)
+SELECT c.user_id, c.id, c.event_id, c.channel, c.endpoint_id, c.attempts,
+       f.id IS NOT NULL AS found, f.event_type, f.scenario_id, f.scenario_name, f.actor_id,
+       f.actor_name, f.message, f.created_at, f.read_at,
+       w.url, w.secret, w.disabled_at,
+       u.email
+FROM claimed c
+LEFT JOIN notification_feed f ON f.user_id = c.user_id AND f.id = c.event_id
+LEFT JOIN webhook_endpoints w ON w.user_id = c.user_id AND w.id = c.endpoint_id
+LEFT JOIN users u ON u.id = c.user_id;
+
+-- name: deliver_next_due
+-- Seconds until the next pending delivery comes due (null: none pending).
+SELECT extract(epoch FROM min(next_attempt_at) - now())::double precision AS seconds
+FROM deliveries WHERE status = 'pending' AND channel = ANY(%(channels)s);
+
+-- name: deliver_record
+-- Outcomes of many tries at once: 'delivered', 'retry' (after delay seconds) or 'dead'.
+-- A failure is recorded only by the try that holds the row's latest claim: a deliverer
+-- whose lease ran out (the row was claimed again since) must not undo the newer claim;
+-- a success always counts.
+WITH r AS (
+    SELECT * FROM unnest(%(user_ids)s::bigint[], %(ids)s::bigint[], %(attempts)s::integer[],
+                         %(outcomes)s::text[], %(delays)s::double precision[],
+                         %(errors)s::text[])
+        AS r(user_id, id, attempts, outcome, delay, error)
+)
+UPDATE deliveries d
+SET status = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
+    delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
+    next_attempt_at = CASE WHEN r.outcome = 'retry'
+                           THEN now() + make_interval(secs => r.delay)
+                           ELSE d.next_attempt_at END,
+    last_error = CASE WHEN r.outcome = 'delivered' THEN NULL ELSE r.error END
+FROM r
+WHERE d.user_id = r.user_id AND d.id = r.id AND d.status = 'pending'
+  AND (r.outcome = 'delivered' OR d.attempts = r.attempts);
+
+-- name: deliver_log_attempts
+INSERT INTO delivery_attempts (user_id, delivery_id, started_at, duration_ms, http_status,
+                               smtp_reply, error)
+SELECT * FROM unnest(%(user_ids)s::bigint[], %(ids)s::bigint[], %(started)s::timestamptz[],
+                     %(durations)s::double precision[], %(statuses)s::integer[],
+                     %(replies)s::text[], %(errors)s::text[]);
+
+-- name: deliver_disable_endpoint
+-- 410 Gone: the receiver asked for no more; its pending deliveries end with it.
+WITH off AS (
+    UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now()),
+                                 disabled_reason = coalesce(disabled_reason, %(reason)s)
+    WHERE user_id = %(user_id)s AND id = %(endpoint_id)s
+    RETURNING user_id, id
+)
+UPDATE deliveries d SET status = 'dead', last_error = %(reason)s
+FROM off
+WHERE d.user_id = off.user_id AND d.endpoint_id = off.id AND d.status = 'pending';
+
+-- name: unsubscribe_as
+-- The API's role sees only the rows of the user its request is for (row-level security).
+SELECT set_config('notifications.user_id', %(user_id)s::text, true);
+
+-- name: deliver_unsubscribe
+-- POST /unsubscribe/TOKEN (API, after act_as): that user's e-mail for that event type off.
+INSERT INTO channel_preferences (user_id, event_type, channel, enabled)
+SELECT %(user_id)s, name, %(channel)s, false FROM event_types
+WHERE name = %(event_type)s AND EXISTS (SELECT 1 FROM users WHERE id = %(user_id)s)
+ON CONFLICT (user_id, event_type, channel)
+DO UPDATE SET enabled = false, updated_at = now()
+RETURNING event_type;

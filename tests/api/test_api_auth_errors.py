@@ -19,6 +19,7 @@ from tests.api.conftest import Caller, error_of
 # Every authenticated route, with a request that would otherwise succeed or 404.
 ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/v1/me", None),
+    ("PUT", "/api/v1/me", {"email": None}),
     ("GET", "/api/v1/scenarios", None),
     ("POST", "/api/v1/scenarios", {"name": "x"}),
     ("GET", "/api/v1/scenarios/1", None),
@@ -32,6 +33,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/v1/preferences", None),
     ("PUT", "/api/v1/preferences/scenario.created", {"enabled": False}),
     ("DELETE", "/api/v1/tokens/current", None),
+    ("POST", "/api/v1/webhooks", {"url": "https://93.184.216.34/hook"}),
+    ("GET", "/api/v1/webhooks", None),
+    ("DELETE", "/api/v1/webhooks/1", None),
+    ("GET", "/api/v1/webhooks/1/deliveries", None),
 ]
 
 BAD_AUTHORIZATIONS: list[str | None] = [
@@ -164,7 +169,9 @@ def test_absent_or_malformed_ids_are_404(alice: Caller) -> None:
 
 
 WRONG_METHOD = [
-    ("PUT", "/api/v1/me"),
+    ("DELETE", "/api/v1/me"),
+    ("PUT", "/api/v1/webhooks"),
+    ("POST", "/api/v1/webhooks/1/deliveries"),
     ("DELETE", "/api/v1/scenarios"),
     ("PATCH", "/api/v1/scenarios/1"),
     ("GET", "/api/v1/scenarios/1/executions"),

@@ -177,7 +177,7 @@ def test_every_api_answer_is_no_store(app: Flask, client: FlaskClient, alice: Ca
         204: alice.delete(f"/api/v1/scenarios/{created.get_json()['id']}"),
         401: client.get("/api/v1/me"),
         404: client.get("/api/v1/no-such-route"),
-        405: client.put("/api/v1/me"),
+        405: client.delete("/api/v1/me"),
         413: alice.post(
             "/api/v1/scenarios", data=big, headers={"Content-Type": "application/json"}
         ),

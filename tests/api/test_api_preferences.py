@@ -14,16 +14,19 @@ DEFAULTS = [
         "event_type": "scenario.created",
         "description": "A test scenario was created",
         "enabled": True,
+        "channels": {"email": False, "webhook": True},
     },
     {
         "event_type": "scenario.deleted",
         "description": "A test scenario was deleted",
         "enabled": True,
+        "channels": {"email": False, "webhook": True},
     },
     {
         "event_type": "scenario.executed",
         "description": "A test scenario was executed",
         "enabled": True,
+        "channels": {"email": False, "webhook": True},
     },
 ]
 

@@ -581,8 +581,61 @@
           id: `pref-${slug}-description`,
           text: pref.description || "",
         }),
+        el(
+          "div",
+          { class: "channels" },
+          ...CHANNELS.map(([channel, name]) => renderChannel(pref, slug, channel, name)),
+        ),
       ),
     );
+  }
+
+  // Beside the in-app switch: e-mail and webhooks for the same event type.
+  const CHANNELS = [
+    ["email", "e-mail"],
+    ["webhook", "webhook"],
+  ];
+
+  function renderChannel(pref, slug, channel, name) {
+    const id = `pref-${slug}-${channel}`;
+    const input = el("input", {
+      type: "checkbox",
+      id,
+      onchange: () => saveChannel(pref.event_type, channel, name, input),
+    });
+    input.checked = Boolean(pref.channels && pref.channels[channel]);
+    return el(
+      "span",
+      { class: "channel" },
+      input,
+      el("label", { for: id, text: `${pref.event_type} by ${name}` }),
+    );
+  }
+
+  async function saveChannel(eventType, channel, name, input) {
+    const session = state.session;
+    const enabled = input.checked;
+    input.setAttribute("aria-busy", "true");
+    try {
+      const result = await api("PUT", `/preferences/${encodeURIComponent(eventType)}`, {
+        channels: { [channel]: enabled },
+      });
+      if (session !== state.session) return;
+      const now = Boolean(result.channels && result.channels[channel]);
+      input.checked = now;
+      setStatus(
+        $("prefs-status"),
+        now
+          ? `You will get ${eventType} by ${name}.`
+          : `You will no longer get ${eventType} by ${name}.`,
+      );
+    } catch (err) {
+      if (session !== state.session) return;
+      input.checked = !enabled;
+      handleError(err, $("prefs-status"));
+    } finally {
+      input.removeAttribute("aria-busy");
+    }
   }
 
   async function savePreference(eventType, input) {

@@ -62,6 +62,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ev record;
     n bigint;
+    d bigint;
+    wrote_deliveries boolean := false;
     budget_left bigint := greatest(row_budget, 1);
 BEGIN
     FOR ev IN
@@ -80,6 +82,46 @@ BEGIN
         ORDER BY r.user_id;
         GET DIAGNOSTICS n = ROW_COUNT;
 
+        -- The outbox (sql/v2/delivery.sql), one INSERT ... SELECT per channel, driven by
+        -- the small tables (the e-mail opt-ins of this event type, the endpoints) and
+        -- joined to this event's notifications by primary key: an event whose recipients
+        -- have neither costs two index probes, however many recipients it has. Reading
+        -- user_notifications (not the recipients again) also covers a redelivered event's
+        -- earlier rows; only then can a delivery exist already, hence NOT EXISTS there.
+        INSERT INTO deliveries (user_id, event_id, channel)
+        SELECT cp.user_id, ev.id, 'email'
+        FROM channel_preferences cp
+        JOIN user_notifications un ON un.user_id = cp.user_id AND un.event_id = ev.id
+        JOIN users u ON u.id = cp.user_id
+        WHERE cp.event_type = ev.event_type AND cp.channel = 'email' AND cp.enabled
+          AND u.email IS NOT NULL
+          AND (NOT ev.redelivered
+               OR NOT EXISTS (SELECT 1 FROM deliveries had
+                              WHERE had.user_id = cp.user_id AND had.event_id = ev.id
+                                AND had.channel = 'email' AND had.endpoint_id IS NULL))
+        ORDER BY cp.user_id;
+        GET DIAGNOSTICS d = ROW_COUNT;
+        wrote_deliveries := wrote_deliveries OR d > 0;
+
+        -- Webhooks are on unless switched off for the event type (a user who registered an
+        -- endpoint wants it); one row per live endpoint that takes this event type.
+        INSERT INTO deliveries (user_id, event_id, channel, endpoint_id)
+        SELECT w.user_id, ev.id, 'webhook', w.id
+        FROM webhook_endpoints w
+        JOIN user_notifications un ON un.user_id = w.user_id AND un.event_id = ev.id
+        WHERE w.disabled_at IS NULL
+          AND (w.event_types IS NULL OR ev.event_type = ANY (w.event_types))
+          AND NOT EXISTS (SELECT 1 FROM channel_preferences optout
+                          WHERE optout.user_id = w.user_id AND optout.event_type = ev.event_type
+                            AND optout.channel = 'webhook' AND NOT optout.enabled)
+          AND (NOT ev.redelivered
+               OR NOT EXISTS (SELECT 1 FROM deliveries had
+                              WHERE had.user_id = w.user_id AND had.event_id = ev.id
+                                AND had.channel = 'webhook' AND had.endpoint_id = w.id))
+        ORDER BY w.user_id, w.id;
+        GET DIAGNOSTICS d = ROW_COUNT;
+        wrote_deliveries := wrote_deliveries OR d > 0;
+
         UPDATE scenario_events done
         SET processed_at = clock_timestamp(), fanout_count = coalesce(done.fanout_count, 0) + n,
             fanout_attempts = 0, fanout_error = NULL
@@ -90,6 +132,11 @@ BEGIN
         budget_left := budget_left - n;
         EXIT WHEN budget_left <= 0;
     END LOOP;
+    -- A hint for the deliverers, sent at commit; PostgreSQL folds identical notifications
+    -- of one transaction into one, so several calls in a transaction still send one.
+    IF wrote_deliveries THEN
+        PERFORM pg_notify(delivery_channel_v2(), '');
+    END IF;
 END;
 $$;
 
@@ -133,6 +180,10 @@ BEGIN
     INSERT INTO user_deletions (user_id) SELECT o.id FROM old_users o
     ON CONFLICT (user_id) DO UPDATE SET horizon = NULL, deleted_at = now();
     DELETE FROM user_notifications n USING old_users o WHERE n.user_id = o.id;
+    -- Nothing is sent to a deleted user (channel_preferences and webhook_endpoints go by
+    -- their foreign keys; the outbox has none, to keep the fan-out's insert cheap).
+    DELETE FROM delivery_attempts a USING old_users o WHERE a.user_id = o.id;
+    DELETE FROM deliveries d USING old_users o WHERE d.user_id = o.id;
     RETURN NULL;
 END;
 $$;
@@ -154,6 +205,8 @@ BEGIN
     WITH finished AS (
         DELETE FROM user_deletions d
         WHERE d.horizon <= pg_snapshot_xmin(pg_current_snapshot())
+    ), outbox AS (
+        DELETE FROM deliveries o USING user_deletions d WHERE o.user_id = d.user_id
     )
     DELETE FROM user_notifications n USING user_deletions d WHERE n.user_id = d.user_id;
     GET DIAGNOSTICS removed = ROW_COUNT;

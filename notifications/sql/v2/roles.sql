@@ -155,29 +155,26 @@ $$;
 GRANT SELECT ON users, event_types, test_scenarios, scenario_events, user_notifications,
     notification_feed TO notifications_deliver;
 
--- Columns and tables made by the other v2 files, granted when present so that this file
--- does not depend on their order of arrival.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM information_schema.columns
-               WHERE table_schema = current_schema() AND table_name = 'users'
-                 AND column_name = 'email') THEN
-        GRANT UPDATE (email) ON users TO notifications_api;
-    END IF;
-    IF to_regclass('deliveries') IS NOT NULL THEN
-        GRANT SELECT ON deliveries TO notifications_api;
-        GRANT SELECT, UPDATE ON deliveries TO notifications_deliver;
-    END IF;
-    IF to_regclass('webhook_endpoints') IS NOT NULL THEN
-        GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_endpoints TO notifications_api;
-        GRANT SELECT, UPDATE (disabled_at) ON webhook_endpoints TO notifications_deliver;
-    END IF;
-    IF to_regclass('channel_preferences') IS NOT NULL THEN
-        GRANT SELECT, INSERT, UPDATE ON channel_preferences TO notifications_api;
-        GRANT SELECT, UPDATE ON channel_preferences TO notifications_deliver;
-    END IF;
-END;
-$$;
+-- Delivery (sql/v2/delivery.sql). The API: the user's e-mail address and channel choices
+-- through the admin functions (they check what they are given), the user's endpoints
+-- without ever reading a secret back (it writes one, at creation), and their delivery log.
+GRANT UPDATE (email) ON users TO notifications_api;
+GRANT SELECT, INSERT (user_id, event_type, channel, enabled), UPDATE (enabled, updated_at)
+    ON channel_preferences TO notifications_api;
+GRANT SELECT (user_id, id, url, event_types, created_at, disabled_at, disabled_reason),
+      INSERT (user_id, url, secret, event_types), DELETE
+    ON webhook_endpoints TO notifications_api;
+GRANT SELECT (user_id, id, event_id, channel, endpoint_id, status, attempts, next_attempt_at,
+              last_error, delivered_at, created_at)
+    ON deliveries TO notifications_api;
+GRANT EXECUTE ON FUNCTION set_user_email(bigint, text),
+    set_channel_preference(bigint, text, text, boolean) TO notifications_api;
+GRANT SELECT ON delivery_backlog TO notifications_api, notifications_deliver;
+-- The deliverer (notifications/delivery/ owns these grants; see its module).
+GRANT SELECT, UPDATE ON deliveries TO notifications_deliver;
+GRANT SELECT, UPDATE (disabled_at, disabled_reason) ON webhook_endpoints TO notifications_deliver;
+GRANT SELECT, UPDATE ON channel_preferences TO notifications_deliver;
+GRANT SELECT, INSERT ON delivery_attempts TO notifications_deliver;
 
 -- Row-level security on the personal tables: the API's role sees and changes only the rows
 -- of the user its request is for, the transaction-local setting notifications.user_id that

@@ -1,0 +1,1 @@
+"""`notifications deliver`: sends the outbox (`deliveries`) as e-mail and signed webhooks."""
