@@ -69,6 +69,9 @@ class Deliverer:
     ) -> None:
         self.database_url = settings.require_database_url()
         self.settings = settings
+        # httpx logs every request, URL included, at INFO: an endpoint's URL may carry its
+        # receiver's credentials, and one line per send would drown the deliverer's own log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.schedule = settings.delivery_retry_schedule
         self.concurrency = settings.delivery_concurrency
         self.notifier = notifier or SdNotifier()

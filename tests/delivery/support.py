@@ -7,19 +7,24 @@ import collections
 import contextlib
 import email
 import email.policy
+import json
 import os
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.cli import start_cli
 
 
 def new_secret() -> str:
@@ -38,9 +43,10 @@ class Received:
 class Receiver:
     """Answers by path: /ok 200; /flaky 500 twice per webhook-id, then 200; /fail 500;
     /gone 410; /hang sleeps `hang` seconds; /later 429 with Retry-After once, then 200;
-    /redirect 302 to /ok."""
+    /redirect 302 to /ok; /recover 500 while `failing`, then 200."""
 
     hang: float = 3.0
+    failing: bool = True
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     tries: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
@@ -80,6 +86,8 @@ class Receiver:
             return (429, {"Retry-After": "1"}) if n == 1 else (200, {})
         if path == "/redirect":
             return 302, {"Location": "/ok"}
+        if path == "/recover":
+            return (500, {}) if self.failing else (200, {})
         return 404, {}
 
 
@@ -225,3 +233,40 @@ def statuses(db: psycopg.Connection[Any], user_id: int) -> dict[str, int]:
         "SELECT status, count(*) FROM deliveries WHERE user_id = %s GROUP BY status", [user_id]
     ).fetchall()
     return {s: n for s, n in rows}
+
+
+def start_daemon(
+    command: str, database_url: str, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen[Any]:
+    """A real `notifications listen` or `notifications deliver` process, logging JSON lines
+    to log_path; the caller stops it."""
+    with open(log_path, "ab") as out:
+        return start_cli(
+            command,
+            database_url=database_url,
+            env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def logged(log_path: Path, prefix: str) -> list[str]:
+    """The messages of log_path's JSON lines that start with prefix."""
+    found = []
+    for line in log_path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            message = str(json.loads(line).get("message", ""))
+            if message.startswith(prefix):
+                found.append(message)
+    return found
+
+
+def stop_daemon(proc: subprocess.Popen[Any]) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise
