@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, latency, reads, writes
+from bench import delivery, fanout, latency, reads, writes
 from bench.env import BenchServer, bench_server, git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +23,7 @@ SECTIONS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
     "latency": latency.run,  # d
     "writes": writes.run,  # e
     "reads": reads.run,  # f
+    "delivery": delivery.run,  # g
 }
 TARGETS = {
     "speedup_vs_seed": 100.0,
@@ -31,6 +32,8 @@ TARGETS = {
     "latency_p99_ms": 25.0,
     "write_ratio": 0.8,
     "reads_p99_ms": 25.0,
+    "webhook_per_s": 500.0,
+    "webhook_slow_per_s": 200.0,
 }
 
 
@@ -180,6 +183,46 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     "",
                 )
             )
+    if "delivery" in results:
+        g = results["delivery"]
+        for key, what, target in (
+            ("fast", "receiver answering at once", "webhook_per_s"),
+            ("slow", "receiver answering after 200 ms", "webhook_slow_per_s"),
+        ):
+            t, seed = g[key], g[f"seed_{key}"]
+            out.append(
+                (
+                    f"g. webhooks, 1 deliverer, {t['deliveries']:,} pending, {what}",
+                    f"{_fmt(t['per_s'])} deliveries/s ({t['seconds']:.2f} s; deliverer CPU"
+                    f" {t['deliverer_cpu_s'] * 1000 / t['deliveries']:.1f} ms each)",
+                    f">= {TARGETS[target]:g}/s {ok(t['per_s'] >= TARGETS[target])}",
+                )
+            )
+            out.append(
+                (
+                    f"g. the same, seed design: 1 at a time, new connection each"
+                    f" ({seed['deliveries']})",
+                    f"{_fmt(seed['per_s'])} deliveries/s -> deliverer {g[f'{key}_vs_seed']:,.1f}x",
+                    "",
+                )
+            )
+        lat = g["latency"]
+        out.append(
+            (
+                f"g. commit -> webhook at the receiver, {lat['rate_achieved']:.0f} ev/s,"
+                f" {lat['seconds']:g} s (listener + deliverer)",
+                f"p50 {lat['p50_ms']:.1f} / p95 {lat['p95_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms"
+                f" (max {lat['max_ms']:.0f})",
+                "",
+            )
+        )
+        out.append(
+            (
+                "g. occurred_at -> delivered_at recorded (database clock)",
+                f"p50 {lat['recorded_p50_ms']:.1f} / p99 {lat['recorded_p99_ms']:.1f} ms",
+                "",
+            )
+        )
     return out
 
 

@@ -38,6 +38,8 @@ from notifications.delivery.schedule import next_delay
 from notifications.queries import query
 from notifications.sdnotify import SdNotifier, watchdog_interval
 
+_CONNECTIONS_PER_CLIENT = 16
+
 log = logging.getLogger("notifications.delivery")
 
 AConn = psycopg.AsyncConnection[dict[str, Any]]
@@ -140,13 +142,21 @@ class Deliverer:
             self._wake.set()
         if install_signal_handlers:
             self._install_signal_handlers(self._loop)
-        limits = httpx.Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-        )
+        # Several small clients rather than one with `concurrency` connections: httpcore's
+        # pool does work quadratic in its size on every request (encode/httpx#3215), which
+        # made one pool of 100 spend most of its CPU choosing a connection. Sends take the
+        # clients in turn, so one slow endpoint can still use all of `concurrency`.
+        per_client = min(self.concurrency, _CONNECTIONS_PER_CLIENT)
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
         try:
-            async with httpx.AsyncClient(
-                follow_redirects=False, limits=limits, trust_env=False
-            ) as self.client:
+            async with contextlib.AsyncExitStack() as clients:
+                self._next_client = 0
+                self.clients = [
+                    await clients.enter_async_context(
+                        httpx.AsyncClient(follow_redirects=False, limits=limits, trust_env=False)
+                    )
+                    for _ in range(-(-self.concurrency // per_client))
+                ]
                 while not self.stopping:
                     try:
                         await self._session()
@@ -313,8 +323,10 @@ class Deliverer:
                 return Result("dead", error="the endpoint was deleted")
             if job.row["disabled_at"] is not None:
                 return Result("dead", error="the endpoint is disabled")
+            self._next_client = (self._next_client + 1) % len(self.clients)
+            client = self.clients[self._next_client]
             return await webhook.send(
-                self.client,
+                client,
                 job,
                 allow_private=self.settings.webhook_allow_private,
                 timeout=self.settings.webhook_timeout,
