@@ -96,21 +96,29 @@ async def send(
     if url.scheme not in ("http", "https") or not url.host:
         return Result("dead", error="the URL must be http(s) with a host")
     extensions: dict[str, str] = {}
-    if not allow_private:
-        address, refused = await _resolve(url)
-        if address is None:
-            return Result("retry", error=refused)
-        if address != url.host:
-            # Connect to the address checked above, not to whatever a second lookup says.
-            headers["host"] = url.netloc.decode("ascii")
-            if url.scheme == "https":
-                extensions["sni_hostname"] = url.host
-            url = url.copy_with(host=address)
     try:
-        response = await client.post(
-            url, content=body, headers=headers, timeout=timeout, extensions=extensions
-        )
-    except httpx.TimeoutException:
+        # The whole send, look-up included, within the timeout: httpx's own timeout bounds
+        # each read, and a receiver trickling a byte at a time would outlive the lease.
+        async with asyncio.timeout(timeout):
+            if not allow_private:
+                address, refused = await _resolve(url)
+                if address is None:
+                    return Result("retry", error=refused)
+                if address != url.host:
+                    # Connect to the address checked above, not to whatever a second
+                    # look-up says.
+                    headers["host"] = url.netloc.decode("ascii")
+                    if url.scheme == "https":
+                        extensions["sni_hostname"] = url.host
+                        # httpcore pools connections by address and port alone: a TLS
+                        # connection opened (and its certificate checked) for one host must
+                        # not carry another host's request to the same address.
+                        headers["connection"] = "close"
+                    url = url.copy_with(host=address)
+            response = await client.post(
+                url, content=body, headers=headers, timeout=timeout, extensions=extensions
+            )
+    except (httpx.TimeoutException, TimeoutError):
         return Result("retry", error=f"no answer within {timeout:g}s")
     except httpx.HTTPError as exc:
         return Result("retry", error=f"{type(exc).__name__}: {exc}"[:500])

@@ -40,6 +40,13 @@ from notifications.sdnotify import SdNotifier, watchdog_interval
 
 _CONNECTIONS_PER_CLIENT = 16
 
+
+def _text(value: str | None) -> str | None:
+    """What the other side said, storable: PostgreSQL's text refuses NUL, and one refused
+    row would fail the whole batch of results it is recorded with."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 log = logging.getLogger("notifications.delivery")
 
 AConn = psycopg.AsyncConnection[dict[str, Any]]
@@ -367,7 +374,7 @@ class Deliverer:
                         "attempts": [d.job.attempts for d, *_ in records],
                         "outcomes": [o for _, o, _, _ in records],
                         "delays": [w for _, _, w, _ in records],
-                        "errors": [e for *_, e in records],
+                        "errors": [_text(e) for *_, e in records],
                     },
                 )
                 await work.execute(
@@ -378,8 +385,8 @@ class Deliverer:
                         "started": [d.started for d in done],
                         "durations": [d.duration_ms for d in done],
                         "statuses": [d.result.http_status for d in done],
-                        "replies": [d.result.smtp_reply for d in done],
-                        "errors": [d.result.error for d in done],
+                        "replies": [_text(d.result.smtp_reply) for d in done],
+                        "errors": [_text(d.result.error) for d in done],
                     },
                 )
                 for d in gone:

@@ -43,7 +43,8 @@ class Received:
 class Receiver:
     """Answers by path: /ok 200; /flaky 500 twice per webhook-id, then 200; /fail 500;
     /gone 410; /hang sleeps `hang` seconds; /later 429 with Retry-After once, then 200;
-    /redirect 302 to /ok; /recover 500 while `failing`, then 200."""
+    /redirect 302 to /ok; /recover 500 while `failing`, then 200; /trickle 200 with a body
+    sent a byte every 0.4 s."""
 
     hang: float = 3.0
     failing: bool = True
@@ -79,6 +80,8 @@ class Receiver:
             return 500, {}
         if path == "/gone":
             return 410, {}
+        if path == "/trickle":
+            return 200, {}
         if path == "/hang":
             time.sleep(self.hang)
             return 200, {}
@@ -110,6 +113,15 @@ def run_receiver(hang: float = 3.0) -> Iterator[Receiver]:
             self.send_response(status)
             for k, v in extra.items():
                 self.send_header(k, v)
+            if self.path == "/trickle":
+                # A byte at a time, each well within a read timeout, the whole far beyond it.
+                self.send_header("Content-Length", "10")
+                self.end_headers()
+                for _ in range(10):
+                    time.sleep(0.4)
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+                return
             self.send_header("Content-Length", "0")
             self.end_headers()
 

@@ -74,7 +74,8 @@ def test_sigterm_finishes_in_flight_sends_and_exits_0(
 ) -> None:
     receiver.hang = 1.5
     user_id, _ = outbox(db, events=3, webhook_urls=[receiver.url + "/hang"])
-    proc = _start(database_url, tmp_path / "deliver.log", WEBHOOK_TIMEOUT="5")
+    # A lease far longer than the answer takes: no second claim of the same rows.
+    proc = _start(database_url, tmp_path / "deliver.log", WEBHOOK_TIMEOUT="5", DELIVERY_LEASE="30")
     wait_until(lambda: len(receiver.on("/hang")) == 3, timeout=20)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

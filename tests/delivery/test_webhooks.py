@@ -141,6 +141,32 @@ def test_a_hanging_receiver_does_not_hold_up_others(
     assert last_fast < first_slow + receiver.hang
 
 
+def test_the_timeout_bounds_the_whole_send(
+    db: psycopg.Connection[Any], receiver: Receiver, start_deliverer: Callable[..., Deliverer]
+) -> None:
+    # Each byte comes within the 1 s timeout, the whole answer after 4 s: a timeout per read
+    # would wait for it (and past a lease, send again); the contract's 10 s is for the send.
+    user_id, _ = outbox(db, events=1, webhook_urls=[receiver.url + "/trickle"])
+    start_deliverer(WEBHOOK_TIMEOUT="1", DELIVERY_RETRY_SCHEDULE="0,60")
+    wait_until(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM delivery_attempts WHERE user_id = %s", [user_id]
+            ).fetchone()
+            == (1,)
+        ),
+        timeout=20,
+    )
+    row = db.execute(
+        "SELECT d.status, a.error FROM deliveries d"
+        " JOIN delivery_attempts a ON a.user_id = d.user_id AND a.delivery_id = d.id"
+        " WHERE d.user_id = %s",
+        [user_id],
+    ).fetchone()
+    assert row is not None and row[0] == "pending", row
+    assert row[1] == "no answer within 1s", row
+
+
 def test_private_addresses_are_refused_at_send_time(
     db: psycopg.Connection[Any], receiver: Receiver, start_deliverer: Callable[..., Deliverer]
 ) -> None:
