@@ -146,8 +146,15 @@ def test_rows_written_for_a_user_deleted_meanwhile_are_removed(
         assert one(db, "SELECT count(*) FROM user_deletions") == 1
         fanout.commit()
     assert one(db, "SELECT count(*) FROM user_notifications WHERE user_id = %s", [bob]) == 1
+    # A deliverer's try recorded for bob meanwhile goes too.
+    db.execute(
+        "INSERT INTO delivery_attempts (user_id, delivery_id, started_at, duration_ms)"
+        " VALUES (%s, 1, now(), 1)",
+        [bob],
+    )
     db.execute("SELECT finish_user_deletions_v2()")
     assert one(db, "SELECT count(*) FROM user_notifications WHERE user_id = %s", [bob]) == 0
+    assert one(db, "SELECT count(*) FROM delivery_attempts WHERE user_id = %s", [bob]) == 0
     assert one(db, "SELECT count(*) FROM user_deletions") == 0
 
 

@@ -376,9 +376,12 @@ WHERE d.user_id = r.user_id AND d.id = r.id AND d.status = 'pending'
 -- name: deliver_log_attempts
 INSERT INTO delivery_attempts (user_id, delivery_id, started_at, duration_ms, http_status,
                                smtp_reply, error)
-SELECT * FROM unnest(%(user_ids)s::bigint[], %(ids)s::bigint[], %(started)s::timestamptz[],
-                     %(durations)s::double precision[], %(statuses)s::integer[],
-                     %(replies)s::text[], %(errors)s::text[]);
+SELECT t.* FROM unnest(%(user_ids)s::bigint[], %(ids)s::bigint[], %(started)s::timestamptz[],
+                       %(durations)s::double precision[], %(statuses)s::integer[],
+                       %(replies)s::text[], %(errors)s::text[])
+    AS t (user_id, delivery_id, started_at, duration_ms, http_status, smtp_reply, error)
+-- Not for a delivery removed meanwhile (its endpoint or user deleted): no orphan tries.
+WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.user_id = t.user_id AND d.id = t.delivery_id);
 
 -- name: deliver_disable_endpoint
 -- 410 Gone: the receiver asked for no more; its pending deliveries end with it.

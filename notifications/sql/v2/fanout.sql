@@ -207,6 +207,8 @@ BEGIN
         WHERE d.horizon <= pg_snapshot_xmin(pg_current_snapshot())
     ), outbox AS (
         DELETE FROM deliveries o USING user_deletions d WHERE o.user_id = d.user_id
+    ), tries AS (
+        DELETE FROM delivery_attempts a USING user_deletions d WHERE a.user_id = d.user_id
     )
     DELETE FROM user_notifications n USING user_deletions d WHERE n.user_id = d.user_id;
     GET DIAGNOSTICS removed = ROW_COUNT;
