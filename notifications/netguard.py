@@ -16,8 +16,14 @@ def refuse_private(host: str) -> str | None:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address are judged by it: mapped (::ffff:a.b.c.d),
+        # 6to4 (2002:AABB:CCDD::, routed to a.b.c.d where a 6to4 relay is reachable) and
+        # Teredo (whose client address is the one reached).
+        teredo = address.teredo
+        embedded = address.ipv4_mapped or address.sixtofour or (teredo[1] if teredo else None)
+        if embedded is not None:
+            return refuse_private(str(embedded))
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:
