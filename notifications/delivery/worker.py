@@ -113,6 +113,11 @@ class Deliverer:
         self._smtp_pool = ThreadPoolExecutor(
             max_workers=settings.smtp_connections, thread_name_prefix="smtp"
         )
+        # E-mails in flight, queued for the SMTP threads included. A claimed row's lease
+        # runs while it waits in that queue, so no more are claimed than the threads can
+        # start soon: two per thread keeps them busy without outliving a lease.
+        self._mail_slots = 2 * settings.smtp_connections
+        self._mail_in_flight = 0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -262,16 +267,28 @@ class Deliverer:
                     return
                 await asyncio.wait(self._in_flight, timeout=self.max_wait)
                 continue
+            # Per channel: webhooks up to the free slots, e-mails up to the free SMTP slots.
             free = self.concurrency - len(self._in_flight)
-            claimed = await self._claim(work, free) if free > 0 else 0
-            if claimed and claimed == free:
+            open_channels: list[str] = []
+            full = False
+            for channel in self.channels:
+                room = free
+                if channel == "email":
+                    room = min(room, self._mail_slots - self._mail_in_flight)
+                if room <= 0:
+                    continue
+                open_channels.append(channel)
+                claimed = await self._claim(work, room, channel)
+                free -= claimed
+                full = full or claimed == room
+            if full:
                 continue  # a full claim: more may be due; sends end as we go
             if self._done:
                 continue
             wait = self.max_wait
-            if free > 0:
+            if open_channels:
                 row = await (
-                    await work.execute(query("deliver_next_due"), {"channels": self.channels})
+                    await work.execute(query("deliver_next_due"), {"channels": open_channels})
                 ).fetchone()
                 due_in = row["seconds"] if row else None
                 if due_in is not None:
@@ -281,10 +298,10 @@ class Deliverer:
 
     # -- claim, send, record ---------------------------------------------------------------
 
-    async def _claim(self, work: AConn, limit: int) -> int:
+    async def _claim(self, work: AConn, limit: int, channel: str) -> int:
         cur = await work.execute(
             query("deliver_claim"),
-            {"limit": limit, "lease": self.settings.delivery_lease, "channels": self.channels},
+            {"limit": limit, "lease": self.settings.delivery_lease, "channels": [channel]},
         )
         rows = await cur.fetchall()
         for row in rows:
@@ -297,6 +314,8 @@ class Deliverer:
                 attempts=row["attempts"],
                 row=row,
             )
+            if job.channel == "email":
+                self._mail_in_flight += 1
             task = asyncio.create_task(self._deliver(job))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -312,6 +331,9 @@ class Deliverer:
         except Exception as exc:  # a bug must not lose the row: it is recorded and retried
             log.exception("delivery %d failed unexpectedly", job.id)
             result = Result("retry", error=f"internal error: {_first_line(exc)}"[:500])
+        finally:
+            if job.channel == "email":
+                self._mail_in_flight -= 1
         duration = time.perf_counter() - t0
         metrics.SEND_DURATION.labels(job.channel).observe(duration)
         metrics.SENDS.labels(job.channel, result.outcome).inc()

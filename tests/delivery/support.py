@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import contextlib
@@ -149,6 +150,7 @@ class MailSink:
         self.port = port
         self.controller: Controller | None = None
         self.raw: list[bytes] = []  # as received: header lines exactly as sent
+        self.delay = 0.0  # seconds before each message is accepted: a slow relay
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -159,6 +161,8 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         content = envelope.original_content or b""
         msg = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)

@@ -102,3 +102,29 @@ def test_smtp_server_down_for_a_while_nothing_lost(
         )
     finally:
         sink.stop()
+
+
+def test_no_more_mails_claimed_than_the_smtp_threads_start_soon(
+    db: psycopg.Connection[Any], mail_sink: MailSink, start_deliverer: Callable[..., Deliverer]
+) -> None:
+    # A claimed row's lease runs while it waits for an SMTP thread: claiming all 12 at once
+    # behind one slow thread would let the last ones' leases end before their turn, and be
+    # claimed and sent again. At most two per thread are held at any moment.
+    mail_sink.delay = 0.2
+    user_id, _ = outbox(db, events=12, email="bob@example.test")
+    start_deliverer(SMTP_URL=mail_sink.url, SMTP_CONNECTIONS="1")
+    held: list[int] = []
+
+    def done() -> bool:
+        row = db.execute(
+            "SELECT count(*) FILTER (WHERE status = 'pending' AND attempts > 0),"
+            " count(*) FILTER (WHERE status = 'delivered') FROM deliveries WHERE user_id = %s",
+            [user_id],
+        ).fetchone()
+        assert row is not None
+        held.append(row[0])
+        return bool(row[1] == 12)
+
+    wait_until(done, timeout=30, interval=0.01)
+    assert max(held) <= 2, held
+    assert len(mail_sink.messages) == 12
