@@ -22,9 +22,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +34,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from bench.env import BenchServer, connect, listener_process, percentile
+from bench.env import BenchServer, connect, daemon_process, listener_process, percentile
 from notifications.delivery import webhook
 from notifications.delivery.job import Job
 from notifications.queries import query
@@ -123,41 +120,9 @@ def receiver(delay: float = 0.0, read_bodies: bool = False) -> Iterator[Receiver
         server.server_close()
 
 
-@contextlib.contextmanager
-def deliverer_process(url: str, logfile: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`notifications deliver` with its default settings (loopback allowed), ready when its
-    two connections show."""
-    exe = Path(sys.executable).with_name("notifications")
-    cmd = [str(exe), "deliver"] if exe.exists() else [sys.executable, "-m", "notifications.cli"]
-    cmd += [] if exe.exists() else ["deliver"]
-    full_env = {**os.environ, "DATABASE_URL": url, "WEBHOOK_ALLOW_PRIVATE": "1", **env}
-    full_env.pop("SMTP_URL", None)
-    with open(logfile, "ab") as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        with connect(url) as conn:
-            while True:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name LIKE 'notifications-deliver%%'"
-                    " AND datname = current_database()"
-                ).fetchone()
-                if row and row[0] >= 2:
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"deliverer did not start; see {logfile}")
-                time.sleep(0.05)
-        time.sleep(0.3)  # LISTEN follows the connections
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def deliverer_process(url: str, logfile: Path, **env: str) -> Any:
+    """`notifications deliver` with loopback allowed and no e-mail, see daemon_process."""
+    return daemon_process("deliver", url, logfile, WEBHOOK_ALLOW_PRIVATE="1", SMTP_URL="", **env)
 
 
 def _notified_user(conn: psycopg.Connection[Any], events: int) -> tuple[int, int]:

@@ -140,27 +140,30 @@ def add_users(conn: psycopg.Connection[Any], upto: int, prefix: str = "u") -> No
 
 
 @contextlib.contextmanager
-def listener_process(url: str, logfile: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`notifications listen` with its default settings, ready when its connections show."""
+def daemon_process(
+    command: str, url: str, logfile: Path, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`notifications COMMAND` (listen, deliver) with its default settings, ready when its
+    two connections show."""
     exe = Path(sys.executable).with_name("notifications")
-    cmd = [str(exe), "listen"] if exe.exists() else [sys.executable, "-m", "notifications.cli"]
-    cmd += [] if exe.exists() else ["listen"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "notifications.cli"]
     full_env = {**os.environ, "DATABASE_URL": url, **env}
     with open(logfile, "ab") as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*cmd, command], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    app = {"listen": "notifications-listener", "deliver": "notifications-deliver"}[command]
     try:
         deadline = time.monotonic() + 30
         with connect(url) as conn:
             while True:
                 row = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name LIKE 'notifications-listener%%'"
-                    " AND datname = current_database()"
+                    " WHERE application_name LIKE %s AND datname = current_database()",
+                    [app + "%"],
                 ).fetchone()
                 if row and row[0] >= 2:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"listener did not start; see {logfile}")
+                    raise RuntimeError(f"{command} did not start; see {logfile}")
                 time.sleep(0.05)
         # LISTEN runs right after the second connection opens; a missed NOTIFY would still
         # be caught by the catch-up, but give it a moment so the first event is not slower.
@@ -170,10 +173,15 @@ def listener_process(url: str, logfile: Path, **env: str) -> Iterator[subprocess
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(20)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def listener_process(url: str, logfile: Path, **env: str) -> Any:
+    """`notifications listen`, see daemon_process."""
+    return daemon_process("listen", url, logfile, **env)
 
 
 def percentile(values: Sequence[float], p: float) -> float:
