@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import start_http_server
-
-from notifications.config import ConfigError, Settings
+from notifications.config import Settings
 from notifications.db import check_url
 from notifications.listener.worker import Listener
+from notifications.metricsport import metrics_port
 from notifications.sdnotify import SdNotifier
 
 
@@ -31,22 +30,8 @@ def build_listener(settings: Settings, notifier: SdNotifier | None = None) -> Li
 def run_listener(settings: Settings) -> int:
     listener = build_listener(settings)
     listener.install_signal_handlers()
-    server = None
-    if settings.listener_metrics_port:
-        # Loopback only: an unauthenticated HTTP port should not face the network by
-        # default; a Prometheus on another host scrapes it through an SSH tunnel or proxy.
-        try:
-            server, _thread = start_http_server(
-                settings.listener_metrics_port, addr=settings.listener_metrics_addr
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"LISTENER_METRICS_PORT {settings.listener_metrics_port}: {exc.strerror or exc}"
-            ) from None
-    try:
+    with metrics_port(
+        settings.listener_metrics_port, settings.listener_metrics_addr, "LISTENER_METRICS_PORT"
+    ):
         listener.run()
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
     return 0
