@@ -64,21 +64,29 @@ $$;
 -- SECURITY DEFINER with a fixed search_path: every trigger function (a writer needs no
 -- right on scenario_events, and a psql user's CREATE TEMP TABLE scenario_events cannot
 -- take their events: pg_temp comes last, not first as it does by default), the fan-out
--- (the listener needs no right on user_notifications) and the token look-up.
+-- and its bookkeeping (the listener needs no right on user_notifications: it may only
+-- EXECUTE them: claim one event, record a failed fan-out, finish user deletions) and the
+-- token look-up.
 DO $$
 DECLARE
     f regprocedure;
+    listeners boolean;
 BEGIN
-    FOR f IN
-        SELECT p.oid::regprocedure FROM pg_proc p
-        WHERE p.pronamespace = current_schema()::regnamespace
-          AND (p.prorettype = 'trigger'::regtype
-               OR p.proname LIKE 'fan\_out\_events\_v%'
-               OR p.proname ~ '^(next_event|record_fanout_failure|finish_user_deletions)_v[0-9]+$'
-               OR p.proname = 'authenticate_token_v2')
+    FOR f, listeners IN
+        SELECT fn.oid::regprocedure, fn.listeners
+        FROM (SELECT p.oid, p.prorettype, p.proname,
+                     p.proname LIKE 'fan\_out\_events\_v%'
+                     OR p.proname ~ '^(next_event|record_fanout_failure|finish_user_deletions)_v[0-9]+$'
+                     AS listeners
+              FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace) fn
+        WHERE fn.listeners OR fn.prorettype = 'trigger'::regtype
+           OR fn.proname = 'authenticate_token_v2'
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
                        f, current_schema());
+        IF listeners THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO notifications_listener', f);
+        END IF;
     END LOOP;
 END;
 $$;
@@ -132,23 +140,8 @@ GRANT SELECT (id, user_id, created_at, revoked_at, expires_at), UPDATE (revoked_
 GRANT EXECUTE ON FUNCTION authenticate_token_v2(bytea), set_subscription(bigint, text, boolean)
     TO notifications_api;
 
--- The listener: the backlog, and the fan-out and its bookkeeping (SECURITY DEFINER): claim
--- one event, record a failed fan-out, finish user deletions (sql/v2/fanout.sql, queue.sql).
+-- The listener: the backlog (its functions were granted above, with SECURITY DEFINER).
 GRANT SELECT ON scenario_events TO notifications_listener;
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN
-        SELECT p.oid::regprocedure FROM pg_proc p
-        WHERE p.pronamespace = current_schema()::regnamespace
-          AND (p.proname LIKE 'fan\_out\_events\_v%'
-               OR p.proname ~ '^(next_event|record_fanout_failure|finish_user_deletions)_v[0-9]+$')
-    LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO notifications_listener', f);
-    END LOOP;
-END;
-$$;
 
 -- The deliverer reads what a message says (its delivery tables get their grants below
 -- once they exist).
