@@ -199,6 +199,25 @@ class Settings(BaseSettings):
         64 * 1024, validation_alias="MAX_BODY_BYTES"
     )
 
+    # -- the stream (GET /api/v1/stream, served by every API process) ----------------------
+    # seconds between the rounds a serve process runs without a hint: the most a lost
+    # NOTIFY (or a LISTEN connection being replaced) delays a notification
+    stream_poll_interval: Annotated[float, _bounded(float, 60)] = Field(
+        2.0, validation_alias="STREAM_POLL_INTERVAL"
+    )
+    # seconds between heartbeat comments on an idle stream (proxies close silent ones)
+    stream_heartbeat: Annotated[float, _bounded(float, 300)] = Field(
+        15.0, validation_alias="STREAM_HEARTBEAT"
+    )
+    # open streams one user may hold on one serve process (tabs share one per browser)
+    stream_max_per_user: Annotated[int, _bounded(int, 10_000)] = Field(
+        20, validation_alias="STREAM_MAX_PER_USER"
+    )
+    # open streams one serve process holds at most
+    stream_max_streams: Annotated[int, _bounded(int, 1_000_000)] = Field(
+        10_000, validation_alias="STREAM_MAX_STREAMS"
+    )
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Embedded PostgreSQL (data under .data/) unless DATABASE_URL is set, migrated, seeded with
 alice and bob, the listener and the deliverer in threads, a local SMTP sink that keeps
-each mail as a file under .data/mail/, and the API on a local threaded server.
+each mail as a file under .data/mail/, and the API with its stream under uvicorn (one
+process, as `serve` runs each worker).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import make_server
+import uvicorn
 
 from notifications import admin, migrate
 from notifications.config import Settings
@@ -99,7 +100,7 @@ def seed(database_url: str) -> dict[str, tuple[int, str]]:
 
 
 def run_dev(settings: Settings) -> int:
-    from notifications.api import create_app, database
+    from notifications.api import asgi
     from notifications.delivery.worker import Deliverer
     from notifications.listener.main import build_listener
 
@@ -140,6 +141,7 @@ def run_dev(settings: Settings) -> int:
 
     listener_thread = None
     server = None
+    server_thread = None
     app = None
     listener = None
     deliverer = None
@@ -156,10 +158,17 @@ def run_dev(settings: Settings) -> int:
         deliverer_thread = threading.Thread(target=deliverer.run, name="deliverer", daemon=True)
         deliverer_thread.start()
 
-        app = create_app(settings)
-        server = make_server(host, port, app, threaded=True)
-        server_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        app = asgi.create_asgi_app(settings)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+        )
+        server_thread = threading.Thread(target=server.run, name="http", daemon=True)
         server_thread.start()
+        while not server.started:
+            if not server_thread.is_alive():
+                log.error("the HTTP server did not start")
+                return 1
+            time.sleep(0.05)
         print(f"API and inbox on http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
         while not stop.wait(0.5):
             if not listener_thread.is_alive():
@@ -171,10 +180,12 @@ def run_dev(settings: Settings) -> int:
         print("stopping...", flush=True)
         return 0
     finally:
-        if server is not None:
-            server.shutdown()
+        if server is not None and server_thread is not None and app is not None:
+            asgi.end_streams(app)
+            server.should_exit = True
+            server_thread.join(timeout=10)
         if app is not None:
-            database.close(app)
+            asgi.close(app)
         if listener is not None:
             listener.stop()
         if listener_thread is not None:

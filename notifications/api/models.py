@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +15,8 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+from notifications.feed import iso
 
 # Ids are PostgreSQL bigints; anything outside that range cannot name a row.
 BIGINT_MAX = 2**63 - 1
@@ -63,13 +65,9 @@ SAFE_NAME = rf"^[^{_NAME_BAD}]*[^\s{_NAME_BAD}][^{_NAME_BAD}]*$"
 SAFE_TEXT = rf"^[^{_TEXT_BAD}]*$"
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 Timestamp = Annotated[
     datetime,
-    PlainSerializer(_iso, return_type=str),
+    PlainSerializer(iso, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from typing import Any, LiteralString
 
 import psycopg
 from flask import Blueprint
 from psycopg.rows import DictRow
 
+from notifications import positions
 from notifications.api import models
 from notifications.api.database import execute
 from notifications.api.errors import ApiError, forbidden, invalid, not_found
@@ -159,39 +159,12 @@ def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-_WATERMARK_PREFIX = "w1."
-_SNAPSHOT = re.compile(r"([0-9]{1,19}):([0-9]{1,19}):((?:[0-9]{1,19})(?:,[0-9]{1,19})*)?")
-
-
-def encode_watermark(snapshot: str) -> str:
-    """A page's database snapshot (pg_snapshot text), opaque to clients."""
-    return _WATERMARK_PREFIX + base64.urlsafe_b64encode(snapshot.encode()).decode().rstrip("=")
-
-
 def decode_watermark(watermark: str) -> str:
-    """The snapshot text back, checked to be one PostgreSQL would produce (else a 422).
-
-    Not signed: a made-up snapshot can only mark the caller's own notifications read."""
-    refused = invalid("watermark: not a watermark from this API")
-    if not watermark.startswith(_WATERMARK_PREFIX):
-        raise refused
-    encoded = watermark[len(_WATERMARK_PREFIX) :]
+    """A watermark's snapshot (notifications/positions.py), or a 422."""
     try:
-        snapshot = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        raise refused from None
-    match = _SNAPSHOT.fullmatch(snapshot)
-    if match is None:
-        raise refused
-    xmin, xmax = int(match.group(1)), int(match.group(2))
-    xip = [int(x) for x in match.group(3).split(",")] if match.group(3) else []
-    if not (
-        1 <= xmin <= xmax <= models.BIGINT_MAX
-        and all(xmin <= x < xmax for x in xip)
-        and xip == sorted(set(xip))
-    ):
-        raise refused
-    return snapshot
+        return positions.decode_watermark(watermark)
+    except positions.BadPosition:
+        raise invalid("watermark: not a watermark from this API") from None
 
 
 def decode_cursor(cursor: str) -> int:
@@ -256,7 +229,9 @@ def list_notifications(me: int, query: models.FeedQuery) -> models.NotificationP
         items = items[: query.limit]
         next_cursor = encode_cursor(items[-1].id)
     return models.NotificationPage(
-        items=items, next_cursor=next_cursor, watermark=encode_watermark(snapshot["snapshot"])
+        items=items,
+        next_cursor=next_cursor,
+        watermark=positions.encode_watermark(snapshot["snapshot"]),
     )
 
 

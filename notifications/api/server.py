@@ -1,42 +1,30 @@
-"""`notifications serve`: the API under gunicorn, built by the same factory."""
+"""`notifications serve`: the API and the stream under uvicorn (docs/code-layout.md says why).
+
+Each of API_WORKERS processes builds the app with the same factory from the environment,
+and holds its own LISTEN connection and its own streams.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Flask
-from gunicorn.app.base import BaseApplication
+import uvicorn
 
 from notifications import logs
-from notifications.api import create_app
 from notifications.config import Settings
 
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self.settings)
+# Seconds open requests get to finish on SIGTERM; streams are ended at once (their clients
+# resume where they were), so this bounds slow JSON requests only.
+GRACEFUL_SECONDS = 20
 
 
 def serve(settings: Settings) -> None:
-    _Gunicorn(
-        settings,
-        {
-            "bind": f"{settings.api_host}:{settings.api_port}",
-            "workers": settings.api_workers,
-            "threads": settings.api_threads,
-            "worker_class": "gthread",
-            "accesslog": "-",
-            "graceful_timeout": 20,
-            "timeout": 30,
-            "logconfig_dict": logs.logging_dict(settings.log_format, settings.log_level),
-        },
-    ).run()
+    uvicorn.run(
+        "notifications.api.asgi:create_asgi_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=logs.logging_dict(settings.log_format, settings.log_level),
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+        proxy_headers=False,
+    )

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from notifications.feed import notification_json
+
 Outcome = Literal["delivered", "retry", "dead", "gone"]
-
-
-def iso(value: datetime) -> str:
-    """As the API writes timestamps (notifications/api/models.py)."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -34,19 +30,7 @@ class Job:
 
     def notification(self) -> dict[str, Any]:
         """The notification JSON exactly as the API renders it."""
-        r = self.row
-        actor = None
-        if r["actor_id"] is not None and r["actor_name"] is not None:
-            actor = {"id": r["actor_id"], "name": r["actor_name"]}
-        return {
-            "id": r["event_id"],
-            "event_type": r["event_type"],
-            "scenario": {"id": r["scenario_id"], "name": r["scenario_name"]},
-            "actor": actor,
-            "message": r["message"],
-            "created_at": iso(r["created_at"]),
-            "read_at": iso(r["read_at"]) if r["read_at"] is not None else None,
-        }
+        return notification_json(self.row, id_column="event_id")
 
 
 @dataclass(frozen=True)

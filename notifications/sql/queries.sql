@@ -125,6 +125,27 @@ WHERE n.user_id = %(me)s AND n.read_at IS NULL
   AND (e.fanout_xid IS NULL
        OR pg_visible_in_snapshot(e.fanout_xid, %(snapshot)s::text::pg_snapshot));
 
+-- ============================== API: the stream (notifications/stream/) ==============================
+
+-- name: stream_open
+-- A stream's token, and the snapshot it starts from when the client names no position.
+SELECT a.user_id, pg_current_snapshot()::text AS snapshot
+FROM authenticate_token_v2(%(token_hash)s) a;
+
+-- name: stream_round
+-- Every open stream of the process in one statement (sql/v2/stream.sql).
+SELECT slot, user_id, snapshot, unread, id, event_type, scenario_id, scenario_name,
+       actor_id, actor_name, message, created_at, read_at, fanned_out_at
+FROM stream_round_v2(%(token_hashes)s, %(prevs)s, %(nexts)s, %(afters)s, %(recounts)s,
+                     %(row_limit)s);
+
+-- name: stream_listen
+LISTEN notification_stream;
+
+-- name: stream_probe
+-- To the process's own LISTEN connection: proves it still delivers while the channel is quiet.
+SELECT pg_notify(stream_channel_v2(), %(payload)s);
+
 -- ============================== API: preferences (personal) ==============================
 -- The subscription rule itself lives in one place, the user_subscriptions view, which the
 -- fan-out reads too (event_recipients_v2).

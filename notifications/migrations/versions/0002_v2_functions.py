@@ -20,6 +20,7 @@ def upgrade() -> None:
         "sql/v2/queue.sql",
         "sql/v2/access.sql",
         "sql/v2/delivery.sql",
+        "sql/v2/stream.sql",
         # Last: it grants on, and hardens, everything the files above created.
         "sql/v2/roles.sql",
     )
@@ -28,6 +29,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     apply_sql(
         "sql/v2/roles.down.sql",
+        "sql/v2/stream.down.sql",
         "sql/v2/delivery.down.sql",
         "sql/v2/access.down.sql",
         "sql/v2/queue.down.sql",

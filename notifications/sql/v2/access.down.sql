@@ -46,3 +46,5 @@ $$;
 ALTER TABLE users DROP CONSTRAINT users_email_shape;
 ALTER TABLE users DROP COLUMN email, DROP COLUMN is_admin;
 DROP FUNCTION email_is_valid_v2(text);
+DROP FUNCTION authenticate_token_v2(bytea);
+ALTER TABLE api_tokens DROP COLUMN expires_at;

@@ -115,3 +115,17 @@ FROM user_notifications n
 -- OFFSET 0 keeps the subquery from being flattened into such a join.
 CROSS JOIN LATERAL (SELECT * FROM scenario_events ev WHERE ev.id = n.event_id OFFSET 0) e
 LEFT JOIN users a ON a.id = e.actor_id;
+
+-- Tokens: an optional expiry, and the look-up by hash. The API hashes the token itself
+-- (sha256, as token_hash_v1), so the plaintext never reaches the server, its logs or
+-- pg_stat_activity; the API's role cannot read api_tokens.token_hash at all.
+ALTER TABLE api_tokens ADD COLUMN expires_at timestamptz;
+
+CREATE FUNCTION authenticate_token_v2(token_hash bytea)
+RETURNS TABLE (user_id bigint, token_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT t.user_id, t.id FROM api_tokens t
+    WHERE t.token_hash = authenticate_token_v2.token_hash
+      AND t.revoked_at IS NULL
+      AND (t.expires_at IS NULL OR t.expires_at > now())
+$$;

@@ -64,6 +64,7 @@ DECLARE
     n bigint;
     d bigint;
     wrote_deliveries boolean := false;
+    wrote_notifications boolean := false;
     budget_left bigint := greatest(row_budget, 1);
 BEGIN
     FOR ev IN
@@ -81,6 +82,7 @@ BEGIN
                           WHERE had.user_id = r.user_id AND had.event_id = ev.id)
         ORDER BY r.user_id;
         GET DIAGNOSTICS n = ROW_COUNT;
+        wrote_notifications := wrote_notifications OR n > 0;
 
         -- The outbox (sql/v2/delivery.sql), one INSERT ... SELECT per channel, driven by
         -- the small tables (the e-mail opt-ins of this event type, the endpoints) and
@@ -136,6 +138,11 @@ BEGIN
     -- of one transaction into one, so several calls in a transaction still send one.
     IF wrote_deliveries THEN
         PERFORM pg_notify(delivery_channel_v2(), '');
+    END IF;
+    -- And one for the API's open streams (sql/v2/stream.sql): one per transaction however
+    -- many recipients; each serve process then asks what is new for all its users at once.
+    IF wrote_notifications THEN
+        PERFORM pg_notify(stream_channel_v2(), 'new');
     END IF;
 END;
 $$;

@@ -58,5 +58,4 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION issue_token(bigint, interval), authenticate_token_v2(bytea);
-ALTER TABLE api_tokens DROP COLUMN expires_at;
+DROP FUNCTION issue_token(bigint, interval);

@@ -27,20 +27,6 @@ BEGIN
 END;
 $$;
 
--- Tokens: an optional expiry, and the look-up by hash. The API hashes the token itself
--- (sha256, as token_hash_v1), so the plaintext never reaches the server, its logs or
--- pg_stat_activity; the API's role cannot read api_tokens.token_hash at all.
-ALTER TABLE api_tokens ADD COLUMN expires_at timestamptz;
-
-CREATE FUNCTION authenticate_token_v2(token_hash bytea)
-RETURNS TABLE (user_id bigint, token_id bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT t.user_id, t.id FROM api_tokens t
-    WHERE t.token_hash = authenticate_token_v2.token_hash
-      AND t.revoked_at IS NULL
-      AND (t.expires_at IS NULL OR t.expires_at > now())
-$$;
-
 -- issue_token(user_id) stays as released (no expiry); this overload gives one.
 CREATE FUNCTION issue_token(user_id bigint, valid_for interval) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -80,7 +66,7 @@ BEGIN
                      AS listeners
               FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace) fn
         WHERE fn.listeners OR fn.prorettype = 'trigger'::regtype
-           OR fn.proname = 'authenticate_token_v2'
+           OR fn.proname IN ('authenticate_token_v2', 'stream_round_v2')
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
                        f, current_schema());
@@ -105,7 +91,8 @@ BEGIN
           AND p.prokind = 'f'
           AND p.prorettype <> 'trigger'::regtype
           AND (p.provolatile = 'v' OR p.proname IN ('authenticate_token_v1',
-                                                     'authenticate_token_v2'))
+                                                     'authenticate_token_v2',
+                                                     'stream_round_v2'))
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
@@ -138,6 +125,9 @@ GRANT INSERT (user_id, event_type, enabled), UPDATE (enabled, updated_at)
 GRANT SELECT (id, user_id, created_at, revoked_at, expires_at), UPDATE (revoked_at)
     ON api_tokens TO notifications_api;
 GRANT EXECUTE ON FUNCTION authenticate_token_v2(bytea), set_subscription(bigint, text, boolean)
+    TO notifications_api;
+-- The stream's round (sql/v2/stream.sql): it serves only the holders of valid tokens.
+GRANT EXECUTE ON FUNCTION stream_round_v2(bytea[], text[], text[], bigint[], boolean[], integer)
     TO notifications_api;
 
 -- The listener: the backlog (its functions were granted above, with SECURITY DEFINER).

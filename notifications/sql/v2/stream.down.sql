@@ -1,0 +1,5 @@
+-- Revision 0002 down: undoes sql/v2/stream.sql.
+DROP FUNCTION stream_round_v2(bytea[], text[], text[], bigint[], boolean[], integer);
+DROP TRIGGER user_notifications_read_hint ON user_notifications;
+DROP FUNCTION user_notifications_read_hint_v2(), stream_channel_v2();
+DROP INDEX scenario_events_fanout_xid_idx;

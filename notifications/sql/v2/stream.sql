@@ -1,0 +1,96 @@
+-- Revision 0002 (open until the v2 release; frozen from then on, see docs/migrations.md).
+--
+-- The stream (GET /api/v1/stream, notifications/stream/): hints sent at commit, and what
+-- is new for every user connected to a serve process, read in one statement.
+--
+-- A stream's resume position is a database snapshot, as the feed's watermark is: a
+-- notification is new to a position when the fan-out that wrote it (scenario_events.
+-- fanout_xid) had not committed in that snapshot. Event ids are assigned at insert and
+-- fan-outs commit out of order, so "ids above the last one sent" would skip a lower id
+-- committed late; "not visible in the snapshot the last one was read in" never does.
+
+-- The events fanned out since a position: fanout_xid >= the snapshot's xmin (every
+-- transaction below xmin had ended when the snapshot was taken).
+CREATE INDEX scenario_events_fanout_xid_idx ON scenario_events (fanout_xid);
+
+-- The channel the fan-out (payload 'new') and read-state changes (payload 'read:' and the
+-- users' ids, or 'read:*') notify, and every serve process LISTENs on, named once.
+CREATE FUNCTION stream_channel_v2() RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'notification_stream'::text $$;
+
+-- Read state changed by anyone (the API, another device, psql): the streams of those users
+-- send their new unread count. One NOTIFY per statement, naming at most 100 users; a
+-- bigger change asks every process to recount all its users.
+CREATE FUNCTION user_notifications_read_hint_v2() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    users text;
+BEGIN
+    SELECT CASE WHEN count(DISTINCT c.user_id) <= 100
+                THEN string_agg(DISTINCT c.user_id::text, ',') ELSE '*' END
+    INTO users
+    FROM changed c;
+    IF users IS NOT NULL THEN
+        PERFORM pg_notify(stream_channel_v2(), 'read:' || users);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER user_notifications_read_hint
+    AFTER UPDATE ON user_notifications
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION user_notifications_read_hint_v2();
+
+-- One round of a serve process: for each open stream (slot), given its token's hash and its
+-- position, the user's notifications it has not been sent (at most row_limit, in id
+-- order) and, where asked, the user's unread count, all as of one snapshot (returned in
+-- every row). A position is (prev, next, after): the stream has been sent every
+-- notification whose fan-out prev sees, and those next sees with an id up to after; next
+-- is NULL once a round ended complete (then this round's snapshot serves as next).
+-- A slot whose token is revoked, expired or unknown gets no row at all: the caller ends
+-- it. Only a valid token's holder is served, so the API's role, which may execute this,
+-- reads no one's rows without their token (row-level security is not needed here).
+-- Each slot gets one row with id NULL (its unread count, or NULL), then its notifications.
+CREATE FUNCTION stream_round_v2(token_hashes bytea[], prevs text[], nexts text[],
+                                afters bigint[], recounts boolean[], row_limit integer)
+RETURNS TABLE (slot bigint, user_id bigint, snapshot text, unread bigint, id bigint,
+               event_type text, scenario_id bigint, scenario_name text, actor_id bigint,
+               actor_name text, message text, created_at timestamptz,
+               read_at timestamptz, fanned_out_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    WITH s AS MATERIALIZED (
+        SELECT c.slot, t.user_id, c.prev::pg_snapshot AS prev, c.next::pg_snapshot AS next,
+               c.after, c.recount
+        FROM unnest(token_hashes, prevs, nexts, afters, recounts)
+             WITH ORDINALITY AS c(token_hash, prev, next, after, recount, slot)
+        CROSS JOIN LATERAL authenticate_token_v2(c.token_hash) t
+    ),
+    -- The events fanned out since the oldest position: usually the few since the last
+    -- round, whatever the number of streams.
+    ev AS MATERIALIZED (
+        SELECT e.id, e.fanout_xid, e.processed_at
+        FROM scenario_events e
+        WHERE e.fanout_xid >= (SELECT min(pg_snapshot_xmin(s.prev)) FROM s)
+    )
+    SELECT s.slot, s.user_id, pg_current_snapshot()::text,
+           CASE WHEN s.recount THEN (SELECT count(*) FROM user_notifications n
+                                     WHERE n.user_id = s.user_id AND n.read_at IS NULL) END,
+           NULL::bigint, NULL::text, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
+           NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz
+    FROM s
+    UNION ALL
+    SELECT s.slot, s.user_id, pg_current_snapshot()::text, NULL, f.id, f.event_type,
+           f.scenario_id, f.scenario_name, f.actor_id, f.actor_name, f.message, f.created_at,
+           f.read_at, f.processed_at
+    FROM s CROSS JOIN LATERAL (
+        SELECT f.*, ev.processed_at
+        FROM ev JOIN notification_feed f ON f.user_id = s.user_id AND f.id = ev.id
+        WHERE NOT pg_visible_in_snapshot(ev.fanout_xid, s.prev)
+          AND pg_visible_in_snapshot(ev.fanout_xid, coalesce(s.next, pg_current_snapshot()))
+          AND ev.id > s.after
+        ORDER BY ev.id
+        LIMIT row_limit
+    ) f
+    ORDER BY 1, 5 NULLS FIRST
+$$;

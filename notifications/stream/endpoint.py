@@ -1,0 +1,102 @@
+"""GET /api/v1/stream: the authenticated user's server-sent events (docs/api.md).
+
+An async route, so that an idle stream costs a coroutine and a socket, not a thread or a
+database connection. Errors have the JSON API's shape, and are answered before the stream
+starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from notifications.positions import BadPosition, Position
+from notifications.stream.hub import Hub, Refused, Subscriber
+
+PATH = "/api/v1/stream"
+# What an EventSource client waits before it reconnects (the `retry:` field), in ms.
+RETRY_MS = 2000
+_MAX_TOKEN = 512
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def error(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
+    headers = dict(_HEADERS)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (405 for POST /api/v1/stream) in the contract's shape."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    response = error(
+        exc.status_code, "method_not_allowed" if exc.status_code == 405 else "error", exc.detail
+    )
+    response.headers.update(headers)
+    return response
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+class _Stream(EventSourceResponse):
+    """The events of one subscriber; it leaves the hub however the response ends."""
+
+    def __init__(self, hub: Hub, sub: Subscriber, heartbeat: float) -> None:
+        self._hub = hub
+        self._sub = sub
+        super().__init__(self._events(), ping=heartbeat, headers=_HEADERS)
+
+    async def _events(self) -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(comment="stream open", retry=RETRY_MS)
+        async for message in self._sub.messages():
+            yield ServerSentEvent(data=message.data, event=message.event, id=message.id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._hub.close(self._sub)
+
+
+async def stream(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    token = _bearer(request)
+    if token is None:
+        return error(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
+    if len(token) > _MAX_TOKEN or not (token.isascii() and token.isprintable()):
+        return error(401, "unauthorized", "invalid or revoked token")
+    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    position = None
+    if last:
+        try:
+            position = Position.decode(last)
+        except BadPosition:
+            return error(
+                422,
+                "invalid",
+                "Last-Event-ID: not a position from this stream (nor a feed watermark)",
+            )
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=_HEADERS, media_type="text/event-stream")
+    try:
+        sub = await hub.open(hashlib.sha256(token.encode()).digest(), position)
+    except Refused as refused:
+        return error(refused.status, refused.code, refused.message, refused.retry_after)
+    return _Stream(hub, sub, hub.settings.stream_heartbeat)

@@ -1,0 +1,406 @@
+"""A serve process's open streams: one LISTEN connection, one registry, one query a round.
+
+The loop is procrastinate's: wait for a hint OR a poll interval OR a stop; a hint is only
+a hint. On a hint (coalesced over a few milliseconds) or a quiet poll interval, a round
+asks the database, in one statement, what is new for every registered stream since its
+position (sql/v2/stream.sql) and queues each stream its own rows. A lost hint therefore
+costs at most one poll interval, and so does a LISTEN connection being replaced: every
+new LISTEN is followed by a round for everyone. The LISTEN connection proves it still
+delivers by a probe NOTIFY of its own whenever the channel was quiet for a poll interval;
+a probe that does not come back in time (a frozen backend, a dead link) replaces it.
+
+Unread counts are exact without a count per stream per round: a stream's count is taken
+by the round when it opens, when a read hint names its user, and while it catches up; in
+between, the round's new unread rows are added, which is exact because a complete
+position and its count describe the same snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from notifications.config import Settings
+from notifications.db import conninfo
+from notifications.feed import notification_json
+from notifications.positions import Position
+from notifications.queries import query
+from notifications.stream import metrics
+
+log = logging.getLogger("notifications.stream")
+
+# Hints arriving this close together share one round (a burst of fan-outs, a bulk import).
+COALESCE_SECONDS = 0.005
+# Notifications one stream is sent per round; a stream far behind catches up in steps.
+ROW_LIMIT = 500
+# Messages a stream may have waiting for a slow reader before it is ended (its client
+# resumes from the last position it received, so ending it loses nothing).
+MAX_QUEUED = 4 * ROW_LIMIT
+# Seconds the LISTEN connection has to hand back its own probe.
+PROBE_TIMEOUT = 5.0
+# Seconds a round waits before retrying after a database error.
+RETRY_SECONDS = 1.0
+
+AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    event: str
+    data: str
+    id: str | None = None
+
+
+class Refused(Exception):
+    """A stream that cannot be opened: an HTTP status and the contract's error shape."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class Subscriber:
+    """One open stream: whose it is, what it has been sent, and what waits to be sent."""
+
+    def __init__(self, user_id: int, token_hash: bytes, position: Position) -> None:
+        self.user_id = user_id
+        self.token_hash = token_hash
+        self.position = position
+        # The user's unread count as of `position` (while it is complete), None until
+        # the first round counts it.
+        self.unread: int | None = None
+        self.sent_unread: int | None = None
+        self.recount = True
+        self.ended: str | None = None
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    def send(self, message: Message) -> None:
+        self._queue.put_nowait(message)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            metrics.ENDED.labels(reason).inc()
+            self._queue.put_nowait(None)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while (message := await self._queue.get()) is not None:
+            yield message
+
+
+class Hub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._url = settings.require_database_url()
+        self._subs: set[Subscriber] = set()
+        self._by_user: dict[int, set[Subscriber]] = defaultdict(set)
+        self._wake = asyncio.Event()
+        self._cause = "open"
+        self._pool: AsyncPool | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._probe_ids = itertools.count(1)
+        self._probe_prefix = f"probe:{os.getpid()}:{id(self)}:"
+        self._probe_seen: str | None = None
+        self.listening = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        pool: AsyncPool = AsyncConnectionPool(
+            conninfo(self._url, "notifications-stream"),
+            connection_class=psycopg.AsyncConnection[DictRow],
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            min_size=1,
+            max_size=4,
+            timeout=self.settings.api_pool_timeout,
+            max_lifetime=1800,
+            check=AsyncConnectionPool.check_connection,
+            name="notifications-stream",
+            open=False,
+        )
+        # Without waiting: the server starts while the database is down, as the API does.
+        await pool.open(wait=False)
+        self._pool = pool
+        self._tasks = [
+            asyncio.create_task(self._listen_loop(), name="stream-listen"),
+            asyncio.create_task(self._round_loop(), name="stream-rounds"),
+        ]
+
+    def end_all(self) -> None:
+        for sub in list(self._subs):
+            sub.end("shutdown")
+
+    def end_all_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.end_all)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.end_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._subs)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def open(self, token_hash: bytes, position: Position | None) -> Subscriber:
+        """Authenticate and register a stream; Refused with a status if it cannot be."""
+        if len(self._subs) >= self.settings.stream_max_streams:
+            metrics.REFUSED.labels("process_limit").inc()
+            raise Refused(
+                503, "too_many_streams", "this server holds all the streams it can; retry", 5
+            )
+        assert self._pool is not None
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query("stream_open"), {"token_hash": token_hash})
+                row = await cur.fetchone()
+        except (PoolTimeout, psycopg.OperationalError):
+            metrics.REFUSED.labels("unavailable").inc()
+            raise Refused(
+                503, "unavailable", "the database is unavailable; try again shortly", 2
+            ) from None
+        if row is None:
+            metrics.REFUSED.labels("unauthorized").inc()
+            raise Refused(401, "unauthorized", "invalid or revoked token")
+        user_id = int(row["user_id"])
+        mine = self._by_user[user_id]
+        if len(mine) >= self.settings.stream_max_per_user:
+            metrics.REFUSED.labels("user_limit").inc()
+            raise Refused(
+                429,
+                "too_many_streams",
+                f"at most {self.settings.stream_max_per_user} open streams per user;"
+                " close one (tabs of one browser share one stream)",
+                5,
+            )
+        sub = Subscriber(user_id, token_hash, position or Position(str(row["snapshot"])))
+        self._subs.add(sub)
+        mine.add(sub)
+        metrics.OPENED.inc()
+        metrics.OPEN.set(len(self._subs))
+        # Its first round: its unread count, and what it missed since its position.
+        self._poke("open")
+        return sub
+
+    def close(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+        mine = self._by_user.get(sub.user_id)
+        if mine is not None:
+            mine.discard(sub)
+            if not mine:
+                del self._by_user[sub.user_id]
+        metrics.OPEN.set(len(self._subs))
+
+    # -- hints -----------------------------------------------------------------------------
+
+    def _poke(self, cause: str) -> None:
+        if not self._wake.is_set():
+            self._cause = cause
+        self._wake.set()
+
+    def _hint(self, payload: str) -> None:
+        if payload.startswith("probe:"):
+            if payload.startswith(self._probe_prefix):
+                self._probe_seen = payload
+            return
+        if payload.startswith("read:"):
+            users = payload[len("read:") :]
+            if users == "*":
+                self._recount_all()
+            else:
+                for text in users.split(","):
+                    if text.isdigit():
+                        for sub in self._by_user.get(int(text), ()):
+                            sub.recount = True
+        self._poke("hint")
+
+    def _recount_all(self) -> None:
+        for sub in self._subs:
+            sub.recount = True
+
+    # -- the LISTEN connection ---------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        backoff = 0.25
+        first = True
+        while not self._stopping:
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    conninfo(self._url, "notifications-stream-listen"), autocommit=True
+                )
+                await conn.execute(query("stream_listen"))
+                self.listening = True
+                metrics.LISTENING.set(1)
+                if not first:
+                    metrics.RECONNECTS.inc()
+                    log.info("stream: listening again")
+                first = False
+                backoff = 0.25
+                # Whatever was committed while nobody listened, and any read change.
+                self._recount_all()
+                self._poke("reconnect")
+                await self._listen(conn)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if not self._stopping:
+                    log.warning("stream: LISTEN connection lost: %s", _first_line(exc))
+            finally:
+                self.listening = False
+                metrics.LISTENING.set(0)
+                if conn is not None:
+                    # Never waits on the server: a frozen backend must not hold us here.
+                    conn.pgconn.finish()
+            if not self._stopping:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        poll = self.settings.stream_poll_interval
+        while not self._stopping:
+            heard = False
+            async for note in conn.notifies(timeout=poll):
+                heard = True
+                self._hint(note.payload)
+            if heard:
+                continue
+            # A quiet poll interval: a round anyway (a NOTIFY can be lost), and the
+            # connection must prove it still delivers.
+            self._poke("poll")
+            await self._probe(conn)
+
+    async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        assert self._pool is not None
+        payload = f"{self._probe_prefix}{next(self._probe_ids)}"
+        async with self._pool.connection() as work:
+            await work.execute(query("stream_probe"), {"payload": payload})
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        while self._probe_seen != payload:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the LISTEN connection did not deliver its probe")
+            async for note in conn.notifies(timeout=left):
+                self._hint(note.payload)
+                if self._probe_seen == payload:
+                    break
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    async def _round_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._wake.clear()
+            subs = [s for s in self._subs if s.ended is None]
+            if not subs:
+                continue
+            metrics.ROUNDS.labels(self._cause).inc()
+            started = time.monotonic()
+            try:
+                await self._round(subs)
+            except (psycopg.Error, PoolTimeout, OSError) as exc:
+                metrics.ROUND_ERRORS.inc()
+                log.warning("stream: round failed, retrying: %s", _first_line(exc))
+                for sub in subs:
+                    sub.recount = True
+                await asyncio.sleep(RETRY_SECONDS)
+                self._poke("retry")
+            finally:
+                metrics.ROUND_SECONDS.observe(time.monotonic() - started)
+
+    async def _round(self, subs: list[Subscriber]) -> None:
+        assert self._pool is not None
+        recounts = [s.recount or s.unread is None or not s.position.complete for s in subs]
+        for sub in subs:
+            # Cleared before the statement: a read hint during it asks again.
+            sub.recount = False
+        params = {
+            "token_hashes": [s.token_hash for s in subs],
+            "prevs": [s.position.prev for s in subs],
+            "nexts": [s.position.next for s in subs],
+            "afters": [s.position.after for s in subs],
+            "recounts": recounts,
+            "row_limit": ROW_LIMIT,
+        }
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("stream_round"), params)
+            rows = await cur.fetchall()
+        now = time.time()
+        by_slot: dict[int, list[DictRow]] = defaultdict(list)
+        for row in rows:
+            by_slot[int(row["slot"])].append(row)
+        for slot, sub in enumerate(subs, start=1):
+            if sub.ended is not None:
+                continue
+            got = by_slot.get(slot)
+            if not got:
+                # No row at all: its token was revoked or expired, or its user deleted.
+                sub.end("token_revoked")
+                continue
+            self._deliver(sub, got, recounted=recounts[slot - 1], now=now)
+
+    def _deliver(self, sub: Subscriber, rows: list[DictRow], recounted: bool, now: float) -> None:
+        header, notes = rows[0], rows[1:]
+        start = sub.position
+        window = start.next or str(header["snapshot"])
+        if len(notes) < ROW_LIMIT:
+            final = Position(window)
+        else:
+            final = Position(start.prev, window, int(notes[-1]["id"]))
+            self._poke("catch-up")
+        for i, row in enumerate(notes):
+            position = final if i == len(notes) - 1 else Position(start.prev, window, row["id"])
+            sub.send(
+                Message(
+                    "notification",
+                    json.dumps(notification_json(row), separators=(",", ":")),
+                    position.encode(),
+                )
+            )
+            metrics.LAG.observe(max(0.0, now - row["fanned_out_at"].timestamp()))
+        metrics.SENT.labels("notification").inc(len(notes))
+        if recounted:
+            sub.unread = int(header["unread"])
+        else:
+            assert sub.unread is not None
+            sub.unread += sum(1 for row in notes if row["read_at"] is None)
+        sub.position = final
+        if sub.unread != sub.sent_unread:
+            sub.sent_unread = sub.unread
+            sub.send(Message("unread", json.dumps({"unread": sub.unread}), final.encode()))
+            metrics.SENT.labels("unread").inc()
+        if sub.backlog > MAX_QUEUED:
+            sub.end("slow_reader")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
