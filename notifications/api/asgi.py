@@ -14,12 +14,12 @@ from typing import Any, cast
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from notifications.api import create_app, database
 from notifications.config import Settings
+from notifications.sdnotify import SdNotifier
 from notifications.stream import endpoint
 from notifications.stream.hub import Hub
 
@@ -44,20 +44,27 @@ def create_asgi_app(settings: Settings | None = None, flask_app: Flask | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        # Under systemd (Type=notify, NotifyAccess=all): each worker says so once it serves;
+        # the first READY=1 is the one systemd waits for.
+        notifier = SdNotifier()
+        notifier.ready("serving")
         try:
             yield
         finally:
+            notifier.stopping()
+            notifier.close()
             await hub.stop()
 
     # The JSON API's threads: as many as gunicorn gave each worker (API_THREADS).
     flask_asgi = WSGIMiddleware(_input_terminated(flask_app), workers=settings.api_threads)
     app = Starlette(
         routes=[
-            Route(endpoint.PATH, endpoint.stream, methods=["GET"]),
+            # Every method: a partial match would fall through to Flask's 404; the endpoint
+            # answers a 405 itself.
+            Route(endpoint.PATH, endpoint.stream, methods=endpoint.ALL_METHODS),
             Mount("/", app=cast(ASGIApp, flask_asgi)),
         ],
         lifespan=lifespan,
-        exception_handlers={HTTPException: endpoint.http_error},
     )
     app.state.hub = hub
     app.state.flask = flask_app

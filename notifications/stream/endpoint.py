@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -22,6 +21,7 @@ from notifications.positions import BadPosition, Position
 from notifications.stream.hub import Hub, Refused, Subscriber
 
 PATH = "/api/v1/stream"
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # What an EventSource client waits before it reconnects (the `retry:` field), in ms.
 RETRY_MS = 2000
 _MAX_TOKEN = 512
@@ -34,17 +34,6 @@ def error(status: int, code: str, message: str, retry_after: int | None = None) 
         headers["Retry-After"] = str(retry_after)
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own refusals (405 for POST /api/v1/stream) in the contract's shape."""
-    assert isinstance(exc, HTTPException)
-    headers = dict(exc.headers or {})
-    response = error(
-        exc.status_code, "method_not_allowed" if exc.status_code == 405 else "error", exc.detail
-    )
-    response.headers.update(headers)
-    return response
 
 
 def _bearer(request: Request) -> str | None:
@@ -77,6 +66,10 @@ class _Stream(EventSourceResponse):
 
 async def stream(request: Request) -> Response:
     hub: Hub = request.app.state.hub
+    if request.method not in ("GET", "HEAD"):
+        response = error(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response.headers["Allow"] = "GET, HEAD"
+        return response
     token = _bearer(request)
     if token is None:
         return error(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")

@@ -12,45 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
-import uvicorn
 from httpx_sse import connect_sse
-from starlette.applications import Starlette
 
-from notifications.api import asgi
-from notifications.config import Settings
-from tests.conftest import wait_until
-
-
-@dataclass
-class Live:
-    url: str
-    app: Starlette
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        asgi.end_streams(self.app)
-        self.server.should_exit = True
-        self.thread.join(15)
-        asgi.close(self.app)
-
-
-def start_server(database_url: str, port: int = 0, **overrides: Any) -> Live:
-    settings = Settings.from_env({"DATABASE_URL": database_url}).model_copy(
-        update={"api_pool_size": 4, "stream_poll_interval": 0.5, **overrides}
-    )
-    app = asgi.create_asgi_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(2048)
-    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=2, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=15)
-    return Live(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server, thread)
+from tests.live import Live, start_server
 
 
 @pytest.fixture
@@ -102,8 +68,9 @@ class StreamClient:
                 for sse in src.iter_sse():
                     if self._stop.is_set():
                         break
-                    data = json.loads(sse.data) if sse.data else None
-                    self.events.put(Event(sse.event, data, sse.id))
+                    if not sse.data:
+                        continue  # a field-only block (retry:), not an event (per the spec)
+                    self.events.put(Event(sse.event, json.loads(sse.data), sse.id))
         except Exception as exc:  # the test reads it from the queue
             if not self._stop.is_set():
                 self.events.put(exc)
@@ -135,3 +102,18 @@ class StreamClient:
 
     def notifications(self, count: int, timeout: float = 10.0) -> list[Event]:
         return [self.next("notification", timeout) for _ in range(count)]
+
+
+def token(db: psycopg.Connection[Any], user_id: int) -> str:
+    row = db.execute("SELECT issue_token(%s)", [user_id]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def create_scenarios(db: psycopg.Connection[Any], actor: int, names: list[str]) -> None:
+    """As a psql writer would, one statement: one event per scenario."""
+    db.execute("SELECT set_config('notifications.actor_id', %s, false)", [str(actor)])
+    db.execute(
+        "INSERT INTO test_scenarios (name, created_by) SELECT unnest(%s::text[]), %s",
+        [names, actor],
+    )
