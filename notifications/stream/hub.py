@@ -114,7 +114,7 @@ class Hub:
         self._subs: set[Subscriber] = set()
         self._by_user: dict[int, set[Subscriber]] = defaultdict(set)
         self._wake = asyncio.Event()
-        self._cause = "open"
+        self._cause = "open"  # what woke the next round: a metrics label
         self._pool: AsyncPool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -290,12 +290,9 @@ class Hub:
             async for note in conn.notifies(timeout=poll):
                 heard = True
                 self._hint(note.payload)
-            if heard:
-                continue
-            # A quiet poll interval: a round anyway (a NOTIFY can be lost), and the
-            # connection must prove it still delivers.
-            self._poke("poll")
-            await self._probe(conn)
+            if not heard:
+                # A quiet poll interval: the connection must prove it still delivers.
+                await self._probe(conn)
 
     async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> None:
         assert self._pool is not None
@@ -315,8 +312,13 @@ class Hub:
     # -- rounds ------------------------------------------------------------------------------
 
     async def _round_loop(self) -> None:
+        # The poll runs here, not on the LISTEN connection's schedule: while that one is
+        # frozen or being replaced, the streams still get their rounds.
         while not self._stopping:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.stream_poll_interval)
+            except TimeoutError:
+                self._poke("poll")
             await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
             subs = [s for s in self._subs if s.ended is None]
