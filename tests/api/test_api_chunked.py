@@ -9,17 +9,16 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
 from tests.api.conftest import Caller, error_of
+from tests.live import start_server
 
 
 def post_chunked(client: FlaskClient, path: str, body: bytes, token: str) -> TestResponse:
@@ -33,7 +32,7 @@ def post_chunked(client: FlaskClient, path: str, body: bytes, token: str) -> Tes
             "Transfer-Encoding": "chunked",
         },
     ).get_environ()
-    # What gunicorn and werkzeug's server hand the app for a chunked request: no length,
+    # What uvicorn (through a2wsgi) and werkzeug's server hand the app for a chunked request: no length,
     # and a stream the server ends at the last chunk.
     del environ["CONTENT_LENGTH"]
     environ["wsgi.input_terminated"] = True
@@ -71,14 +70,11 @@ def test_chunked_body_at_the_limit_is_read_whole(app: Flask, alice: Caller) -> N
 
 
 @pytest.fixture
-def server(app: Flask) -> Iterator[int]:
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_port
-    httpd.shutdown()
-    thread.join(timeout=10)
-    httpd.server_close()
+def server(as_role: Callable[[str], str]) -> Iterator[int]:
+    """The production server: uvicorn, the Flask app behind a2wsgi (tests/live.py)."""
+    live = start_server(as_role("notifications_api"))
+    yield int(live.url.rsplit(":", 1)[1])
+    live.stop()
 
 
 def send_chunks(port: int, token: str, body: bytes) -> tuple[int, dict[str, object]]:
