@@ -146,6 +146,8 @@ def test_api_conforms_to_its_document(seeded: tuple[Flask, str, str]) -> None:
     for result in tests:
         operation, test = result.ok()
         labels.add(operation.label)
+        if operation.label == "GET /api/v1/stream":
+            continue  # never ends, and is not Flask's: tests/stream/ covers it
         try:
             test()
         except (Exception, BaseExceptionGroup) as exc:
@@ -153,7 +155,7 @@ def test_api_conforms_to_its_document(seeded: tuple[Flask, str, str]) -> None:
     assert not failures, "\n\n".join(failures)
     assert {"POST /api/v1/scenarios", "PUT /api/v1/preferences/{event_type}"} <= labels
     assert {"POST /api/v1/webhooks", "GET /api/v1/webhooks/{id}/deliveries"} <= labels
-    assert len(labels) == 22  # every operation but the document itself
+    assert len(labels) == 23  # every operation but the document itself
 
 
 # What the workflows change, put back before each one. Hypothesis replays a sequence to

@@ -110,6 +110,7 @@ def build_spec(api: Api) -> dict[str, Any]:
             }
         paths.setdefault(op.path, {})[op.method.lower()] = operation
 
+    paths["/api/v1/stream"] = {"get": _stream_operation(ref(models.Error, "serialization"))}
     return {
         "openapi": "3.1.0",
         "info": {"title": api.title, "version": api.version},
@@ -151,3 +152,48 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             parameter["description"] = description
         parameters.append(parameter)
     return parameters
+
+
+def _stream_operation(error: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/stream: served by the async side of `serve` (notifications/stream/), not
+    by a Flask route, and documented here so that the document covers the whole API."""
+
+    def failure(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": error}}}
+
+    return {
+        "operationId": "stream",
+        "summary": "Server-sent events: new notifications and the unread count (docs/api.md)",
+        "tags": ["notifications"],
+        "security": [{"bearer": []}],
+        "parameters": [
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "The last `id:` received, or a feed page's watermark: resume"
+                " after it, missing nothing and repeating nothing.",
+                "schema": {"type": "string", "maxLength": 4096},
+            },
+            {
+                "name": "last_event_id",
+                "in": "query",
+                "required": False,
+                "description": "The same as the Last-Event-ID header.",
+                "schema": {"type": "string", "maxLength": 4096},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "`event: notification` (data: a notification), `event: unread`"
+                ' (data: {"unread": N}), each with an `id:` position; a `: ping` comment'
+                " while idle. The stream stays open.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "401": failure(_REASONS[401]),
+            "405": failure("Only GET (and HEAD)"),
+            "422": failure("Last-Event-ID is not a position from this stream"),
+            "429": failure("Too many open streams for this user (Retry-After)"),
+            "503": failure("Too many streams on this process, or the database is unavailable"),
+        },
+    }
