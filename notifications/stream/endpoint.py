@@ -24,6 +24,7 @@ PATH = "/api/v1/stream"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # What an EventSource client waits before it reconnects (the `retry:` field), in ms.
 RETRY_MS = 2000
+SEND_TIMEOUT = 30.0
 _MAX_TOKEN = 512
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -50,7 +51,11 @@ class _Stream(EventSourceResponse):
     def __init__(self, hub: Hub, sub: Subscriber, heartbeat: float) -> None:
         self._hub = hub
         self._sub = sub
-        super().__init__(self._events(), ping=heartbeat, headers=_HEADERS)
+        # A client that stops reading (its window full) fails the send after SEND_TIMEOUT
+        # instead of holding the response for ever; it resumes from its last position.
+        super().__init__(
+            self._events(), ping=heartbeat, headers=_HEADERS, send_timeout=SEND_TIMEOUT
+        )
 
     async def _events(self) -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(comment="stream open", retry=RETRY_MS)

@@ -360,8 +360,8 @@ class Hub:
         for row in rows:
             by_slot[int(row["slot"])].append(row)
         for slot, sub in enumerate(subs, start=1):
-            if sub.ended is not None:
-                continue
+            if sub.ended is not None or sub not in self._subs:
+                continue  # ended, or its client left during the statement
             got = by_slot.get(slot)
             if not got:
                 # No row at all: its token was revoked or expired, or its user deleted.
