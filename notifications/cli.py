@@ -146,14 +146,15 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Bind once and let go: gunicorn would log and retry for seconds before giving up."""
+    """Bind once and let go: uvicorn would log a bare errno line and exit with status 3,
+    with one worker only after the app (and its stream hub) had started."""
     try:
-        # The family gunicorn picks: IPv6 only for an IPv6 literal, so "localhost" is IPv4.
+        # The family uvicorn picks: IPv6 only for an IPv6 literal, so "localhost" is IPv4.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         info = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
         family, kind, proto, _, address = info[0]
         with socket.socket(family, kind, proto) as probe:
-            # As gunicorn binds: a port whose old connections linger in TIME_WAIT is free.
+            # As uvicorn binds: a port whose old connections linger in TIME_WAIT is free.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as exc:
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", cmd_migrate, "alembic upgrade head on DATABASE_URL")
     add("listen", cmd_listen, "run the listener daemon until SIGTERM/SIGINT")
     add("deliver", cmd_deliver, "run the delivery daemon (e-mail, webhooks) until SIGTERM/SIGINT")
-    p = add("serve", cmd_serve, "serve the HTTP API under gunicorn")
+    p = add("serve", cmd_serve, "serve the HTTP API and the stream under uvicorn")
     p.add_argument("--host", help="default API_HOST (127.0.0.1)")
     p.add_argument("--port", type=_port, help="default API_PORT (8000)")
     p.add_argument("--workers", type=_positive_int, help="default API_WORKERS (2)")

@@ -1,8 +1,8 @@
 """The one place configuration is read from the environment, and validated.
 
-Every process (the CLI, the listener, the API under gunicorn, `dev`) builds one `Settings`
-through `Settings.from_env()` and hands it down; nothing else reads os.environ. The
-variables are listed, with their defaults, in the README.
+Every process (the CLI, the daemons, each uvicorn worker of the API, `dev`) builds one
+`Settings` through `Settings.from_env()` and hands it down; nothing else reads os.environ.
+The variables are listed, with their defaults, in the README.
 """
 
 from __future__ import annotations
@@ -205,8 +205,9 @@ class Settings(BaseSettings):
     stream_poll_interval: Annotated[float, _bounded(float, 60)] = Field(
         2.0, validation_alias="STREAM_POLL_INTERVAL"
     )
-    # seconds between heartbeat comments on an idle stream (proxies close silent ones)
-    stream_heartbeat: Annotated[float, _bounded(float, 300)] = Field(
+    # seconds between heartbeat comments on an idle stream (proxies close silent ones; the
+    # contract promises one at least every 20 s)
+    stream_heartbeat: Annotated[float, _bounded(float, 20)] = Field(
         15.0, validation_alias="STREAM_HEARTBEAT"
     )
     # open streams one user may hold on one serve process (tabs share one per browser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging.config
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 # Chatty third parties: alembic lists its plugins, pgserver echoes initdb's output.
@@ -22,6 +23,8 @@ def logging_dict(log_format: str = "text", level: str = "INFO") -> dict[str, Any
             "()": JsonFormatter,
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn attaches an ANSI-coloured copy of each message for terminals.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
         formatter = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -226,6 +225,8 @@ def test_listener_metrics_port_and_json_logs(
     lines = log.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    # No terminal colours in a log file (uvicorn attaches a coloured copy of its messages).
+    assert not any("\x1b[" in json.dumps(r, ensure_ascii=False) for r in records)
     batches = [r for r in records if "event_ids" in r]
     assert sorted(i for r in batches for i in r["event_ids"]) == event_ids
     per_event = sorted(r["event_id"] for r in records if "event_id" in r)
@@ -247,34 +248,53 @@ def test_listener_metrics_port_in_use_is_a_one_line_error(
     )
 
 
-_GUNICORN_SCRIPT = """
-import sys
-from gunicorn.config import Config
-from gunicorn.glogging import Logger
-from notifications import logs
+def test_serve_lines_are_json_too(database_url: str, tmp_path: Path) -> None:
+    """With LOG_FORMAT=json, uvicorn's own lines (its supervisor's, its workers' start-up and
+    shutdown, the access log) are JSON objects like every other line, and SIGTERM stops the
+    whole process tree gracefully with status 0."""
+    port = free_port()
 
-logs.configure("json", "INFO")
-cfg = Config()
-cfg.set("accesslog", "-")
-cfg.set("logconfig_dict", logs.logging_dict("json", "INFO"))
-log = Logger(cfg)
-log.info("Listening at: http://127.0.0.1:8000")
-log.access_log.info('127.0.0.1 - - "GET /healthz HTTP/1.1" 200')
-"""
+    def healthz() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return int(r.status)
+        except OSError:
+            return None
 
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        # Two workers, as deployed: the supervisor and each worker log on their own.
+        proc = start_cli(
+            *["serve", "--port", str(port), "--workers", "2"],
+            database_url=database_url,
+            env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "API_POOL_SIZE": "2"},
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        assert wait_until(healthz, timeout=60, interval=0.1) == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
-def test_gunicorn_lines_are_json_too() -> None:
-    """`logs.logging_dict` as gunicorn's logconfig_dict turns its own lines into JSON."""
-    result = subprocess.run(
-        [sys.executable, "-c", _GUNICORN_SCRIPT], capture_output=True, text=True, timeout=30
+    assert out.read_text() == ""
+    records = [json.loads(line) for line in err.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    # No terminal colours in a log file (uvicorn attaches a coloured copy of its messages).
+    assert not any("\x1b[" in json.dumps(r, ensure_ascii=False) for r in records)
+    said = [(r["logger"], r["message"]) for r in records]
+    running = f"Uvicorn running on http://127.0.0.1:{port} "
+    assert any(logger == "uvicorn.error" and m.startswith(running) for logger, m in said)
+    assert said.count(("uvicorn.error", "Application startup complete.")) == 2
+    assert any(
+        logger == "uvicorn.access" and m.endswith('"GET /healthz HTTP/1.1" 200')
+        for logger, m in said
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
-    records = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [(r["logger"], r["message"][:14]) for r in records] == [
-        ("gunicorn.error", "Listening at: "),
-        ("gunicorn.access", "127.0.0.1 - - "),
-    ]
+    assert ("uvicorn.error", "Received SIGTERM, exiting.") in said
+    assert said.count(("uvicorn.error", "Application shutdown complete.")) == 2
 
 
 def test_bad_log_level_is_a_one_line_error(database_url: str) -> None:
@@ -377,9 +397,13 @@ def test_systemd_units_verify() -> None:
         [str(ROOT / "deploy" / "verify-units.sh")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    for name in ("notifications-listener.service", "notifications-api.service"):
+    # The API's READY=1 comes from its uvicorn workers, not from the main process.
+    for name, access in (
+        ("notifications-listener.service", "main"),
+        ("notifications-api.service", "all"),
+    ):
         unit = (ROOT / "deploy" / "systemd" / name).read_text()
-        assert "Type=notify" in unit and "NotifyAccess=main" in unit
+        assert "Type=notify" in unit and f"NotifyAccess={access}\n" in unit
         assert "EnvironmentFile=/etc/notifications/notifications.env" in unit
     assert "WatchdogSec=" in (ROOT / "deploy/systemd/notifications-listener.service").read_text()
 

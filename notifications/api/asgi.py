@@ -45,14 +45,15 @@ def create_asgi_app(settings: Settings | None = None, flask_app: Flask | None = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
         # Under systemd (Type=notify, NotifyAccess=all): each worker says so once it serves;
-        # the first READY=1 is the one systemd waits for.
+        # the first READY=1 is the one systemd waits for. Never STOPPING=1 from a worker:
+        # systemd would take one worker's retirement (a HUP's rolling restart) for the
+        # whole service stopping.
         notifier = SdNotifier()
         notifier.ready("serving")
+        notifier.close()
         try:
             yield
         finally:
-            notifier.stopping()
-            notifier.close()
             await hub.stop()
 
     # The JSON API's threads: as many as gunicorn gave each worker (API_THREADS).

@@ -6,6 +6,8 @@ and holds its own LISTEN connection and its own streams.
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from notifications import logs
@@ -17,6 +19,14 @@ GRACEFUL_SECONDS = 20
 
 
 def serve(settings: Settings) -> None:
+    # Each worker builds its Settings from the environment (the one config source), so the
+    # command line's flags are put there first, or a worker would not see them.
+    os.environ.update(
+        API_HOST=settings.api_host,
+        API_PORT=str(settings.api_port),
+        API_WORKERS=str(settings.api_workers),
+        API_THREADS=str(settings.api_threads),
+    )
     uvicorn.run(
         "notifications.api.asgi:create_asgi_app",
         factory=True,
