@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     stream_max_per_user: Annotated[int, _bounded(int, 10_000)] = Field(
         20, validation_alias="STREAM_MAX_PER_USER"
     )
+    # a direct connection for each serve process's one LISTEN session, when DATABASE_URL
+    # goes through a transaction-pooling PgBouncer (LISTEN needs a session); unset: the
+    # LISTEN uses DATABASE_URL, and through such a pooler streams are served by polling
+    stream_listen_url: str | None = Field(None, validation_alias="STREAM_LISTEN_URL")
     # open streams one serve process holds at most
     stream_max_streams: Annotated[int, _bounded(int, 1_000_000)] = Field(
         10_000, validation_alias="STREAM_MAX_STREAMS"

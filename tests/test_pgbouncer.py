@@ -183,3 +183,47 @@ def test_api_works_through_a_transaction_pool(
         "SELECT event_type, actor_id FROM scenario_events WHERE scenario_name = 'pooled'"
     ).fetchone()
     assert event == ("scenario.created", alice)
+
+
+def test_streams_through_a_transaction_pool(
+    pgbouncer: Callable[[str], str],
+    database_url: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    """Through the pooler the stream still works, by polling (its LISTEN would hear
+    nothing, and the hub says so once instead of reconnecting for ever); with
+    STREAM_LISTEN_URL pointing past the pooler, by push again."""
+    from prometheus_client import REGISTRY
+
+    from tests.live import start_server
+    from tests.stream.conftest import StreamClient, create_scenarios, token
+
+    alice = int(db.execute("SELECT create_user('alice')").fetchone()[0])  # type: ignore[index]
+    bob = int(db.execute("SELECT create_user('bob')").fetchone()[0])  # type: ignore[index]
+    bob_token = token(db, bob)
+
+    def fan_out() -> None:
+        while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
+            pass
+
+    def hint_rounds() -> float:
+        return (
+            REGISTRY.get_sample_value("notifications_stream_rounds_total", {"cause": "hint"}) or 0
+        )
+
+    for listen_url, pushed in ((None, False), (database_url, True)):
+        server = start_server(pgbouncer(database_url), stream_listen_url=listen_url)
+        stream = StreamClient(server.url, bob_token).start()
+        try:
+            stream.next("unread")
+            hub = server.app.state.hub
+            assert hub.pooled is not pushed
+            hints = hint_rounds()
+            create_scenarios(db, alice, [f"pushed={pushed}"])
+            fan_out()
+            got = stream.next("notification")
+            assert got.data["scenario"]["name"] == f"pushed={pushed}"
+            assert (hint_rounds() > hints) is pushed
+        finally:
+            stream.stop()
+            server.stop()

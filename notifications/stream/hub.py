@@ -122,6 +122,7 @@ class Hub:
         self._probe_prefix = f"probe:{os.getpid()}:{id(self)}:"
         self._probe_seen: str | None = None
         self.listening = False
+        self.pooled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -252,12 +253,27 @@ class Hub:
     async def _listen_loop(self) -> None:
         backoff = 0.25
         first = True
+        url = self.settings.stream_listen_url or self._url
         while not self._stopping:
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    conninfo(self._url, "notifications-stream-listen"), autocommit=True
+                    conninfo(url, "notifications-stream-listen"), autocommit=True
                 )
+                # The server's own pid: a transaction pooler hands the client a made-up one,
+                # and a LISTEN through it would hear nothing. Then the rounds' poll serves
+                # the streams, and this is said once rather than reconnected for ever.
+                cur = await conn.execute(query("backend_pid"))
+                row = await cur.fetchone()
+                if row is None or int(row[0]) != conn.info.backend_pid:
+                    log.warning(
+                        "stream: the database URL goes through a transaction pooler, where"
+                        " LISTEN hears nothing; streams are served by polling every %.1fs."
+                        " Set STREAM_LISTEN_URL to a direct connection for push.",
+                        self.settings.stream_poll_interval,
+                    )
+                    self.pooled = True
+                    return
                 await conn.execute(query("stream_listen"))
                 self.listening = True
                 metrics.LISTENING.set(1)
