@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from notifications.api import create_app, database
+from notifications.api import create_app, database, multiproc
 from notifications.config import Settings
 from notifications.sdnotify import SdNotifier
 from notifications.stream import endpoint
@@ -43,6 +43,7 @@ def create_asgi_app(settings: Settings | None = None, flask_app: Flask | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        multiproc.prune_dead_workers()
         await hub.start()
         # Under systemd (Type=notify, NotifyAccess=all): each worker says so once it serves;
         # the first READY=1 is the one systemd waits for. Never STOPPING=1 from a worker:
@@ -55,6 +56,7 @@ def create_asgi_app(settings: Settings | None = None, flask_app: Flask | None = 
             yield
         finally:
             await hub.stop()
+            multiproc.retire()
 
     # The JSON API's threads: as many as gunicorn gave each worker (API_THREADS).
     flask_asgi = WSGIMiddleware(_input_terminated(flask_app), workers=settings.api_threads)

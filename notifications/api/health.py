@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from notifications.api import database
+from notifications.api import database, multiproc
 from notifications.queries import query
 
 bp = Blueprint("health", __name__)
@@ -117,6 +117,8 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     # The process-wide registry (process metrics; the listener's too when `notifications dev`
-    # runs both in one process) followed by this app's database gauges.
-    body = generate_latest(REGISTRY) + generate_latest(_app_registry())
+    # runs both in one process), or every serve worker's (multiproc.py), followed by this
+    # app's database gauges.
+    process_wide = multiproc.registry() if multiproc.enabled() else REGISTRY
+    body = generate_latest(process_wide) + generate_latest(_app_registry())
     return Response(body, mimetype=CONTENT_TYPE_LATEST)

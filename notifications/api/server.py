@@ -11,6 +11,7 @@ import os
 import uvicorn
 
 from notifications import logs
+from notifications.api import multiproc
 from notifications.config import Settings
 
 # Seconds open requests get to finish on SIGTERM; streams are ended at once (their clients
@@ -27,6 +28,8 @@ def serve(settings: Settings) -> None:
         API_WORKERS=str(settings.api_workers),
         API_THREADS=str(settings.api_threads),
     )
+    if settings.api_workers > 1:
+        multiproc.prepare()
     uvicorn.run(
         "notifications.api.asgi:create_asgi_app",
         factory=True,

@@ -1,10 +1,15 @@
-"""The stream's Prometheus metrics (served on the API's /metrics, per serve process)."""
+"""The stream's Prometheus metrics, on the API's /metrics.
+
+With several serve workers, prometheus_client's multiprocess mode adds up every worker's
+figures (notifications/api/server.py sets it up): a scrape reaches one worker, and must not
+show that worker's streams alone. The gauges count live workers only.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-OPEN = Gauge("notifications_stream_open", "Streams open on this process")
+OPEN = Gauge("notifications_stream_open", "Streams open (all workers)", multiprocess_mode="livesum")
 OPENED = Counter("notifications_stream_opened_total", "Streams opened")
 REFUSED = Counter(
     "notifications_stream_refused_total", "Stream requests refused, by reason", ["reason"]
@@ -33,4 +38,8 @@ RECONNECTS = Counter(
     "notifications_stream_listen_reconnects_total",
     "LISTEN connections replaced (lost, frozen, or the database restarted)",
 )
-LISTENING = Gauge("notifications_stream_listening", "1 while the LISTEN connection is up")
+LISTENING = Gauge(
+    "notifications_stream_listening",
+    "Workers whose LISTEN connection is up (1 per worker)",
+    multiprocess_mode="livesum",
+)

@@ -66,6 +66,11 @@ def test_serve_with_two_workers(
         create_scenarios(db, alice, ["Checkout"])
         for s in streams:
             assert s.next("notification").data["scenario"]["name"] == "Checkout"
+        # Whichever worker a scrape reaches, it counts every worker's streams and LISTENs.
+        for _ in range(6):
+            text = httpx.get(url + "/metrics", timeout=10).text
+            assert "notifications_stream_open 8.0" in text.splitlines(), text
+            assert "notifications_stream_listening 2.0" in text.splitlines()
         me = httpx.get(
             url + "/api/v1/me", headers={"Authorization": f"Bearer {streams[0].token}"}, timeout=10
         )
