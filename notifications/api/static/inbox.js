@@ -1,4 +1,6 @@
 // The web inbox: a plain client of the public JSON API under /api/v1 (no build step).
+// New notifications arrive through the stream (GET /api/v1/stream, one per browser, shared
+// by its tabs); the page polls only while that stream is down.
 "use strict";
 
 (() => {
@@ -10,6 +12,20 @@
   const HIDDEN_POLL_MS = 10000;
   const MAX_BACKOFF_MS = 10000;
   const BASE_TITLE = document.title;
+  // Stream reconnects: doubling from 0.5 s to 15 s, never sooner than the server's `retry:`
+  // or Retry-After asks.
+  const STREAM_MIN_MS = 500;
+  const STREAM_MAX_MS = 15000;
+  // The server sends a comment at least every 20 s; a connection silent for longer than this
+  // is dead without having said so (a sleeping laptop, a dropped NAT entry).
+  const STREAM_SILENCE_MS = 45000;
+  const STREAM_TEXT = {
+    off: "",
+    connecting: "Connecting to live updates…",
+    live: "Live",
+    shared: "Live (shared)",
+    down: `Offline: polling every ${POLL_MS / 1000} s`,
+  };
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -40,6 +56,35 @@
     pollTimer: null,
     failures: 0,
     unread: 0,
+  };
+
+  // The live side of a session: this tab's stream (when it leads, or when tabs cannot share
+  // one) or the leader tab's, relayed on a BroadcastChannel.
+  const live = {
+    // "leader" holds the Web Lock and streams, "follower" applies what the leader relays,
+    // "solo" streams without sharing (no navigator.locks or BroadcastChannel).
+    role: "none",
+    status: "off",
+    // The last `id` received (from our stream or relayed): where a stream resumes.
+    position: null,
+    // A position the server refused (422): the next stream starts afresh.
+    noResume: false,
+    refreshOnOpen: false,
+    // An unread count came while a mark of ours was on its way: compare once it is back.
+    recheck: false,
+    // Counts the stream's `unread` events: a count asked over HTTP before the latest of them
+    // is older than it, and is not shown.
+    unreadSeq: 0,
+    controller: null,
+    timer: null,
+    attempt: 0,
+    retryMs: 0,
+    channel: null,
+    // Identifies one startLive(): a lock granted to an older one is given straight back.
+    claim: null,
+    release: null,
+    // Events that arrived before the first page did; applied on top of it.
+    pending: [],
   };
 
   // -- HTTP ---------------------------------------------------------------------------------
@@ -193,6 +238,7 @@
     state.session += 1;
     state.token = null;
     clearTimeout(state.pollTimer);
+    stopLive();
     localStorage.removeItem(TOKEN_KEY);
     hideBanner();
     resetUi();
@@ -218,8 +264,10 @@
     $("app").hidden = false;
     hideBanner();
     resetUi();
+    startLive(session, me.id);
     loadPreferences(session);
     loadScenarios(session);
+    // The first page; the stream starts from its watermark once it is drawn.
     poll();
   }
 
@@ -236,6 +284,7 @@
     button.setAttribute("aria-busy", "true");
     setStatus(errorEl, "");
     clearTimeout(state.pollTimer);
+    stopLive();
     state.session += 1;
     const session = state.session;
     state.token = token;
@@ -262,6 +311,7 @@
 
   // A saved token is tried until the server answers: down means retry, 401 means sign in.
   async function resume(token, attempt = 0) {
+    stopLive();
     state.session += 1;
     const session = state.session;
     state.token = token;
@@ -418,6 +468,7 @@
     clearTimeout(state.pollTimer);
     const session = state.session;
     if (!state.token) return;
+    const seq = live.unreadSeq;
     try {
       const [count, page] = await Promise.all([
         api("GET", "/notifications/unread-count"),
@@ -427,11 +478,15 @@
       const wasDown = state.failures > 0;
       state.failures = 0;
       hideBanner();
-      setUnread(count.unread);
+      const firstLoad = !state.loaded;
       const added = mergeFirstPage(page);
+      if (seq === live.unreadSeq) setUnread(count.unread);
+      // The stream's newer count stands; this page may be older than it too.
+      else checkInStep(session);
       refreshTimes();
       // Others' changes to scenarios arrive as notifications; the panel follows them.
       if (added || wasDown) loadScenarios(session);
+      if (firstLoad) firstPageShown(session);
     } catch (err) {
       if (session !== state.session) return;
       if (err instanceof ApiError && err.status === 401) {
@@ -441,13 +496,15 @@
       state.failures += 1;
       handleError(err, isDown(err) ? null : $("inbox-status"));
     }
-    if (session === state.session) schedulePoll();
+    // While the stream is up it brings everything; polling is only its stand-in.
+    if (session === state.session && !streamUp()) schedulePoll();
   }
 
   async function refreshCount(session) {
+    const seq = live.unreadSeq;
     try {
       const count = await api("GET", "/notifications/unread-count");
-      if (session === state.session) setUnread(count.unread);
+      if (session === state.session && seq === live.unreadSeq) setUnread(count.unread);
     } catch (err) {
       if (session === state.session) handleError(err);
     }
@@ -464,13 +521,19 @@
     const node = state.elements.get(id);
     state.pending.add(id);
     node.setAttribute("aria-busy", "true");
+    // Taken now: the stream may redraw the item (and disable the focused button, which drops
+    // focus to the body) before our own answer is back.
+    const hadFocus = node.contains(document.activeElement);
     try {
       const updated = await api("POST", `/notifications/${encodeURIComponent(id)}/${action}`);
       if (session !== state.session) return;
-      // The pressed button is now disabled or hidden; keep focus on the item.
-      const hadFocus = node.contains(document.activeElement);
       upsert(updated);
-      if (hadFocus) activeMark(node).focus();
+      // The pressed button is now disabled or hidden; keep focus on the item, unless the
+      // person has moved on meanwhile.
+      const focused = document.activeElement;
+      if (hadFocus && (!focused || focused === document.body || node.contains(focused))) {
+        activeMark(node).focus();
+      }
       setStatus($("inbox-status"), "");
       await refreshCount(session);
     } catch (err) {
@@ -478,6 +541,10 @@
     } finally {
       state.pending.delete(id);
       node.removeAttribute("aria-busy");
+      if (session === state.session && state.pending.size === 0 && live.recheck) {
+        live.recheck = false;
+        checkInStep(session);
+      }
     }
   }
 
@@ -540,6 +607,343 @@
       if (session === state.session) handleError(err, $("inbox-status"));
     } finally {
       button.removeAttribute("aria-busy");
+    }
+  }
+
+  // -- live updates: the stream ---------------------------------------------------------------
+
+  const streamUp = () => live.status === "live" || live.status === "shared";
+
+  function setStreamStatus(status) {
+    const node = $("stream-status");
+    const text = STREAM_TEXT[status];
+    if (node.textContent !== text) node.textContent = text;
+    node.dataset.state = status;
+    node.hidden = status === "off";
+    if (status === live.status) return;
+    const wasUp = streamUp();
+    live.status = status;
+    if (live.role === "leader") relay({ kind: "status", live: status === "live" });
+    if (streamUp()) {
+      clearTimeout(state.pollTimer);
+    } else if (wasUp && status !== "off" && state.loaded && state.token) {
+      schedulePoll();
+    }
+  }
+
+  function relay(message) {
+    if (!live.channel) return;
+    try {
+      live.channel.postMessage(message);
+    } catch (err) {
+      console.warn("could not relay to the other tabs", err);
+    }
+  }
+
+  // One stream per browser: the tab holding the Web Lock streams and relays every event on a
+  // BroadcastChannel; the others follow. A lock dies with its tab, so another tab takes over
+  // and resumes from the last position it saw relayed.
+  function startLive(session, userId) {
+    stopLive();
+    live.position = null;
+    live.noResume = false;
+    live.refreshOnOpen = false;
+    live.attempt = 0;
+    live.retryMs = 0;
+    live.pending = [];
+    const name = `notifications-stream-${userId}`;
+    if (!(navigator.locks && typeof BroadcastChannel === "function")) {
+      live.role = "solo";
+      setStreamStatus("connecting");
+      return;
+    }
+    live.role = "follower";
+    setStreamStatus("connecting");
+    const channel = new BroadcastChannel(name);
+    channel.addEventListener("message", (event) => onRelayed(session, event.data));
+    live.channel = channel;
+    const claim = new AbortController();
+    live.claim = claim;
+    navigator.locks
+      .request(name, { signal: claim.signal }, () => {
+        if (claim !== live.claim || session !== state.session) return undefined;
+        // Held for as long as this promise is pending: until sign-out or the tab goes.
+        return new Promise((resolve) => {
+          live.release = resolve;
+          live.role = "leader";
+          setStreamStatus("connecting");
+          relay({ kind: "status", live: false });
+          connectWhenReady(session);
+        });
+      })
+      .catch((err) => {
+        if (err.name !== "AbortError") console.warn("no stream lock", err);
+      });
+    // A leader already streaming says so; without an answer this tab polls meanwhile.
+    relay({ kind: "hello" });
+  }
+
+  function stopLive() {
+    if (live.role === "leader") relay({ kind: "status", live: false });
+    clearTimeout(live.timer);
+    live.timer = null;
+    const controller = live.controller;
+    live.controller = null;
+    if (controller) controller.abort();
+    if (live.claim) live.claim.abort();
+    live.claim = null;
+    if (live.release) live.release();
+    live.release = null;
+    if (live.channel) live.channel.close();
+    live.channel = null;
+    live.role = "none";
+    live.pending = [];
+    setStreamStatus("off");
+  }
+
+  function onRelayed(session, message) {
+    if (session !== state.session || !message || typeof message !== "object") return;
+    if (message.kind === "hello") {
+      if (live.role === "leader") relay({ kind: "status", live: live.status === "live" });
+    } else if (live.role === "follower") {
+      if (message.kind === "status") setStreamStatus(message.live ? "shared" : "down");
+      else if (message.kind === "event") applyEvent(session, message);
+    }
+  }
+
+  function firstPageShown(session) {
+    // Where the stream starts: nothing committed after this page is missed, and what polling
+    // shows meanwhile comes again (once) when the stream opens.
+    if (!live.position) live.position = state.watermark;
+    const queued = live.pending;
+    live.pending = [];
+    // Older than the page's watermark, or not: the page keeps its own for "Mark all".
+    for (const event of queued) applyEvent(session, event, false);
+    connectWhenReady(session);
+  }
+
+  function connectWhenReady(session) {
+    if (live.role === "leader" || live.role === "solo") {
+      if (state.loaded && !live.controller && !live.timer) connect(session);
+    }
+  }
+
+  function reconnectNow(session) {
+    if (live.timer && (live.role === "leader" || live.role === "solo")) {
+      clearTimeout(live.timer);
+      live.timer = null;
+      live.attempt = 0;
+      connectWhenReady(session);
+    }
+  }
+
+  async function connect(session) {
+    const controller = new AbortController();
+    live.controller = controller;
+    const current = () => session === state.session && controller === live.controller;
+    // The token goes in the header, never in the URL (logs, history): hence fetch, not
+    // EventSource.
+    const headers = { Accept: "text/event-stream", Authorization: `Bearer ${state.token}` };
+    const position = live.noResume ? null : live.position;
+    if (position) headers["Last-Event-ID"] = position;
+    let response;
+    try {
+      response = await fetch(`${API}/stream`, {
+        headers,
+        cache: "no-store",
+        signal: controller.signal,
+      });
+    } catch {
+      if (current()) streamDown(session);
+      return;
+    }
+    if (!current()) {
+      controller.abort();
+      return;
+    }
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !response.body || !type.startsWith("text/event-stream")) {
+      controller.abort();
+      if (response.status === 401) {
+        live.controller = null;
+        handleError(new ApiError(401, "unauthorized", "invalid or revoked token"));
+        return;
+      }
+      if (response.status === 422) {
+        // A position this server cannot resume from: stream from now, then redraw the page.
+        live.noResume = true;
+        live.refreshOnOpen = true;
+      }
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      streamDown(session, Number.isFinite(retryAfter) ? retryAfter * 1000 : 0);
+      return;
+    }
+    live.attempt = 0;
+    live.noResume = false;
+    state.failures = 0;
+    hideBanner();
+    setStreamStatus("live");
+    if (live.refreshOnOpen) {
+      live.refreshOnOpen = false;
+      refreshList(session);
+    }
+    try {
+      await readEvents(response.body, controller, {
+        event: (event) => {
+          if (!current()) return;
+          if (live.role === "leader") relay({ kind: "event", ...event });
+          applyEvent(session, event);
+        },
+        retry: (ms) => {
+          live.retryMs = ms;
+        },
+      });
+    } catch {
+      // Cut, aborted for silence, or stopped; current() tells which.
+    }
+    if (current()) streamDown(session);
+  }
+
+  function streamDown(session, atLeastMs = 0) {
+    live.controller = null;
+    setStreamStatus("down");
+    const doubled = Math.min(STREAM_MAX_MS, STREAM_MIN_MS * 2 ** live.attempt);
+    live.attempt += 1;
+    const delay = Math.max(doubled, live.retryMs, atLeastMs);
+    // Upwards only, so the server's minimum holds; spreads a crowd that lost one server.
+    const jittered = delay + Math.random() * delay * 0.25;
+    clearTimeout(live.timer);
+    live.timer = setTimeout(() => {
+      live.timer = null;
+      if (session === state.session) connectWhenReady(session);
+    }, jittered);
+  }
+
+  // A server-sent events reader (the parsing part of the HTML spec's EventSource): lines end
+  // with CRLF, LF or CR; `:` starts a comment; an event is dispatched at a blank line; an
+  // event left unfinished when the body ends is dropped.
+  async function readEvents(body, controller, on) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let data = [];
+    let type = "";
+    let id = null;
+    let silence = null;
+    const watch = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => controller.abort(), STREAM_SILENCE_MS);
+    };
+    const line = (text) => {
+      if (text === "") {
+        if (data.length > 0 || id !== null) {
+          on.event({ event: data.length > 0 ? type || "message" : null, data: data.join("\n"), id });
+        }
+        data = [];
+        type = "";
+        id = null;
+        return;
+      }
+      if (text.startsWith(":")) return;
+      const colon = text.indexOf(":");
+      const name = colon < 0 ? text : text.slice(0, colon);
+      let value = colon < 0 ? "" : text.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (name === "event") type = value;
+      else if (name === "data") data.push(value);
+      else if (name === "id" && !value.includes("\0")) id = value;
+      else if (name === "retry" && /^[0-9]+$/.test(value)) on.retry(Number(value));
+    };
+    try {
+      watch();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        watch();
+        buffer += decoder.decode(value, { stream: true });
+        let start = 0;
+        for (let i = 0; i < buffer.length; i += 1) {
+          const c = buffer[i];
+          if (c !== "\n" && c !== "\r") continue;
+          // A CR that ends the chunk may be half of a CRLF: decide with the next chunk.
+          if (c === "\r" && i + 1 === buffer.length) break;
+          line(buffer.slice(start, i));
+          if (c === "\r" && buffer[i + 1] === "\n") i += 1;
+          start = i + 1;
+        }
+        buffer = buffer.slice(start);
+      }
+    } finally {
+      clearTimeout(silence);
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  // One event from our stream or relayed by the leader tab. `moveWatermark` is false for
+  // events queued before the first page, which may be older than that page.
+  function applyEvent(session, event, moveWatermark = true) {
+    if (session !== state.session) return;
+    if (event.id) live.position = event.id;
+    if (!event.event) return;
+    if (!state.loaded) {
+      // Bounded: a first page that takes long brings the newest ones itself.
+      if (live.pending.length >= 1000) live.pending.shift();
+      live.pending.push(event);
+      return;
+    }
+    // A complete position is written as a watermark and covers everything sent so far,
+    // which this list now shows: "Mark all as read" may mark all of it.
+    if (moveWatermark && event.id && event.id.startsWith("w1.")) state.watermark = event.id;
+    let payload;
+    try {
+      payload = JSON.parse(event.data);
+    } catch {
+      console.warn("unreadable stream event", event.event);
+      return;
+    }
+    if (event.event === "notification") {
+      if (upsert(payload)) {
+        state.elements.get(payload.id).classList.add("fresh");
+        updateListChrome();
+        loadScenarios(session);
+      }
+    } else if (event.event === "unread") {
+      live.unreadSeq += 1;
+      setUnread(payload.unread);
+      checkInStep(session);
+    }
+  }
+
+  // A read (or unread) in another tab or on another device changes the count without
+  // telling which item: when the list disagrees with the count, it is drawn again. Not while
+  // our own mark is on its way (its answer will make them agree); after it, if still needed.
+  function checkInStep(session) {
+    if (state.pending.size > 0) {
+      live.recheck = true;
+      return;
+    }
+    let shown = 0;
+    for (const n of state.items.values()) if (!n.read_at) shown += 1;
+    if (shown !== state.unread) refreshList(session);
+  }
+
+  let refreshing = false;
+  let refreshAgain = false;
+
+  // The first page again, at most one request at a time (a burst of changes asks once more).
+  async function refreshList(session) {
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
+    refreshing = true;
+    try {
+      do {
+        refreshAgain = false;
+        await poll();
+      } while (refreshAgain && session === state.session);
+    } finally {
+      refreshing = false;
     }
   }
 
@@ -798,10 +1202,12 @@
     $("load-more").addEventListener("click", loadMore);
     $("scenario-form").addEventListener("submit", createScenario);
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden && state.token && $("app").hidden === false) poll();
+      if (!document.hidden && state.token && $("app").hidden === false && !streamUp()) poll();
     });
     window.addEventListener("online", () => {
-      if (state.token && $("app").hidden === false) poll();
+      if (!state.token || $("app").hidden !== false) return;
+      reconnectNow(state.session);
+      if (!streamUp()) poll();
     });
     // Signing in or out in another tab applies here too.
     window.addEventListener("storage", (event) => {
