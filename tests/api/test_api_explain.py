@@ -124,3 +124,33 @@ def test_a_deep_page_reads_only_its_own_events(db: psycopg.Connection[Any]) -> N
             if n.get("Relation Name") == "scenario_events"
         )
         assert 0 < read <= 21, f"{status}: {read} events read for a page of 21: {nodes}"
+
+
+def test_a_stream_round_finds_new_events_by_index(db: psycopg.Connection[Any]) -> None:
+    """The stream's round (sql/v2/stream.sql) reads the events fanned out since its streams'
+    positions through the partial fanout_xid index, not by scanning every event."""
+    db.execute("SELECT create_user('writer')")
+    db.execute(
+        "INSERT INTO test_scenarios (name, created_by) SELECT 's' || i, 1"
+        " FROM generate_series(1, 20000) i"
+    )
+    db.execute("UPDATE scenario_events SET processed_at = clock_timestamp()")
+    position = db.execute("SELECT pg_current_snapshot()").fetchone()
+    assert position is not None
+    db.execute("INSERT INTO test_scenarios (name, created_by) VALUES ('new', 1)")
+    db.execute(
+        "UPDATE scenario_events SET processed_at = clock_timestamp() WHERE processed_at IS NULL"
+    )
+    db.execute("ANALYZE scenario_events")
+    row = db.execute(
+        "EXPLAIN (FORMAT JSON) SELECT e.id, e.fanout_xid, e.processed_at FROM scenario_events e"
+        " WHERE e.fanout_xid >= pg_snapshot_xmin(%s::text::pg_snapshot)",
+        [str(position[0])],
+    ).fetchone()
+    assert row is not None
+    nodes = list(plan_nodes(row[0][0]["Plan"]))
+    assert {n.get("Index Name") for n in nodes} >= {"scenario_events_fanout_xid_idx"}, nodes
+    # The function says the same thing as the statement above.
+    body = db.execute("SELECT prosrc FROM pg_proc WHERE proname = 'stream_round_v2'").fetchone()
+    assert body is not None
+    assert "e.fanout_xid >= (SELECT min(pg_snapshot_xmin(s.prev)) FROM s)" in body[0]
