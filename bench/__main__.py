@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, fanout, latency, reads, writes
+from bench import delivery, fanout, latency, reads, stream, writes
 from bench.env import BenchServer, bench_server, git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +24,7 @@ SECTIONS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
     "writes": writes.run,  # e
     "reads": reads.run,  # f
     "delivery": delivery.run,  # g
+    "stream": stream.run,  # h
 }
 TARGETS = {
     "speedup_vs_seed": 100.0,
@@ -34,6 +35,8 @@ TARGETS = {
     "reads_p99_ms": 25.0,
     "webhook_per_s": 500.0,
     "webhook_slow_per_s": 200.0,
+    "stream_p99_ms": 100.0,
+    "stream_idle_p99_ratio": 1.5,
 }
 
 
@@ -223,6 +226,110 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+    if "stream" in results:
+        h = results["stream"]
+        p, j, q, w = h["push"], h["json"], h["polling"], h["write_only"]
+
+        def cpu(c: dict[str, float]) -> str:
+            names = ("serve", "postgres", "listener", "client", "others")
+            return " / ".join(f"{c[n]:.2f}" if n in c else "-" for n in names)
+
+        out.append(
+            (
+                f"h. stream: {p['streams']:,} streams, {p['rate_achieved']:.0f} ev/s,"
+                f" {p['seconds']:g} s: fan-out -> received",
+                f"p50 {p['fanout_p50_ms']:.1f} / p95 {p['fanout_p95_ms']:.1f}"
+                f" / p99 {p['fanout_p99_ms']:.1f} ms (max {p['fanout_max_ms']:.0f})",
+                f"p99 <= 100 ms {ok(p['fanout_p99_ms'] <= TARGETS['stream_p99_ms'])}",
+            )
+        )
+        out.append(
+            (
+                "h. stream: the writer's COMMIT -> received",
+                f"p50 {p['commit_p50_ms']:.1f} / p95 {p['commit_p95_ms']:.1f}"
+                f" / p99 {p['commit_p99_ms']:.1f} ms (max {p['commit_max_ms']:.0f})",
+                "",
+            )
+        )
+        out.append(
+            (
+                "h. stream: notifications received / expected (each once)",
+                f"{p['received']:,} / {p['expected']:,}: {p['missing']:,} missing,"
+                f" {p['duplicates']:,} duplicates, {p['failed_streams']} streams failed",
+                "exact ok" if p["exact"] else "exact FAIL",
+            )
+        )
+        out.append(
+            (
+                "h. stream: per event, first / last stream to get it (from fan-out), p50",
+                f"{p['first_stream_p50_ms']:.1f} / {p['last_stream_p50_ms']:.1f} ms"
+                f" (client loop lag p99 {p['loop_lag_p99_ms']:.1f} ms,"
+                f" {p['client_cpu_us_per_message']:.0f} us CPU per SSE message)",
+                "",
+            )
+        )
+        srv = p["server"]
+        out.append(
+            (
+                "h. stream: server side, fan-out -> queued (hub, after its round)",
+                f"mean {srv['queued']['mean_ms']:.1f} ms, p99 <= {srv['queued']['p99_bound_ms']:g}"
+                f" ms; {srv['rounds']['count']:.0f} rounds, mean {srv['rounds']['mean_ms']:.1f} ms",
+                "",
+            )
+        )
+        out.append(
+            (
+                "h. stream: CPU s/s serve / postgres / listener / client / others",
+                f"{cpu(p['cpu'])} (write load alone {cpu(w['cpu'])})",
+                "",
+            )
+        )
+        for kind, ratio in j["p99_ratio"].items():
+            a, b = j["no_streams"][kind], j["idle_streams"][kind]
+            out.append(
+                (
+                    f"h. JSON {kind}, {j['clients']} clients: no stream vs"
+                    f" {j['streams']:,} idle streams",
+                    f"p50 {a['p50_ms']:.1f} -> {b['p50_ms']:.1f}, p99 {a['p99_ms']:.1f}"
+                    f" -> {b['p99_ms']:.1f} ms = {ratio:.2f}x",
+                    f"p99 <= 1.5x {ok(ratio <= TARGETS['stream_idle_p99_ratio'])}",
+                )
+            )
+        out.append(
+            (
+                f"h. baseline: {q['pollers']} inboxes polling every {q['interval_s']:g} s,"
+                " COMMIT -> seen",
+                f"p50 {q['commit_p50_ms']:,.0f} / p99 {q['commit_p99_ms']:,.0f} ms"
+                f" ({q['missing']} never on a first page) -> polling/stream p50"
+                f" {h['polling_to_stream_p50']:,.0f}x",
+                "",
+            )
+        )
+        per_tab = q["http_per_s"] / q["pollers"]
+        out.append(
+            (
+                "h. HTTP requests/s: polling (per 1,000 tabs) vs stream",
+                f"{q['http_per_s']:,.0f} ({per_tab * 1000:,.0f}) vs 0 once open",
+                "",
+            )
+        )
+        out.append(
+            (
+                "h. database: polling xacts/s beyond the write load (per 1,000 tabs)"
+                " vs stream rounds/s",
+                f"{h['polling_xacts_per_s']:,.0f}"
+                f" ({h['polling_xacts_per_s'] * 1000 / q['pollers']:,.0f})"
+                f" vs {srv['rounds_per_s']:.1f} for {p['streams']:,} streams",
+                "",
+            )
+        )
+        out.append(
+            (
+                "h. polling: CPU s/s serve / postgres / listener / client / others",
+                cpu(q["cpu"]),
+                "",
+            )
+        )
     return out
 
 
@@ -316,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and only == list(SECTIONS) and not extra:
         append_history(results, lines)
         print(f"appended to {HERE / 'HISTORY.md'}", file=sys.stderr)
+    if "stream" in results and not results["stream"]["push"]["exact"]:
+        print("FAIL: the streams did not get every notification exactly once", file=sys.stderr)
+        return 1
     return 0
 
 

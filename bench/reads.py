@@ -5,7 +5,7 @@ heavy user holding a notification for each of them (half unread), every other us
 97 notifications (the newest fifth unread). Then several client threads hit one request
 kind at a time for a fixed time.
 
-Over HTTP (`notifications serve`, the production gunicorn) when the API answers
+Over HTTP (`notifications serve`: uvicorn, as in production) when the API answers
 GET /api/v1/notifications; otherwise the same queries straight in SQL, which the report
 says (mode "sql").
 """
@@ -404,4 +404,4 @@ def _probe_api(port: int, token: str, quick: bool) -> tuple[str, str, tuple[str,
         page = h.get("/api/v1/notifications", token, limit=100, cursor=cursor)
         cursor = page.get("next_cursor")
         depth += len(page.get("items", []))
-    return "http", "over HTTP through `notifications serve` (gunicorn)", (deep_cursor, deep_depth)
+    return "http", "over HTTP through `notifications serve` (uvicorn)", (deep_cursor, deep_depth)
