@@ -134,10 +134,11 @@ FROM authenticate_token_v2(%(token_hash)s) a;
 
 -- name: stream_round
 -- Every open stream of the process in one statement (sql/v2/stream.sql).
-SELECT slot, user_id, snapshot, unread, id, event_type, scenario_id, scenario_name,
-       actor_id, actor_name, message, created_at, read_at, fanned_out_at
+SELECT kind, slot, user_id, snapshot, unread, id, read_at, event_type, scenario_id,
+       scenario_name, actor_id, actor_name, message, created_at, fanned_out_at
 FROM stream_round_v2(%(token_hashes)s, %(prevs)s, %(nexts)s, %(afters)s, %(recounts)s,
-                     %(row_limit)s);
+                     %(row_limit)s)
+ORDER BY slot NULLS FIRST, id NULLS FIRST;
 
 -- name: stream_listen
 LISTEN notification_stream;

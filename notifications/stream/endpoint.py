@@ -57,10 +57,11 @@ class _Stream(EventSourceResponse):
             self._events(), ping=heartbeat, headers=_HEADERS, send_timeout=SEND_TIMEOUT
         )
 
-    async def _events(self) -> AsyncIterator[ServerSentEvent]:
+    async def _events(self) -> AsyncIterator[ServerSentEvent | bytes]:
         yield ServerSentEvent(comment="stream open", retry=RETRY_MS)
-        async for message in self._sub.messages():
-            yield ServerSentEvent(data=message.data, event=message.event, id=message.id)
+        # Already encoded by the hub, once per event for all the streams it goes to.
+        async for encoded in self._sub.messages():
+            yield encoded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

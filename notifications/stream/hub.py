@@ -25,7 +25,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -56,11 +56,45 @@ RETRY_SECONDS = 1.0
 AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    event: str
-    data: str
-    id: str | None = None
+def frame(event: str, data: str, position: str) -> bytes:
+    """One server-sent event, encoded once and written to every stream it is for.
+
+    `data` is JSON on one line (json.dumps escapes every line break inside a string)."""
+    return f"event: {event}\r\nid: {position}\r\ndata: {data}\r\n\r\n".encode()
+
+
+class _Encoder:
+    """One round's encodings: a notification's JSON, a position, a whole frame, each built
+    once however many streams it goes to."""
+
+    def __init__(self, events: dict[int, DictRow]) -> None:
+        self._events = events
+        self._positions: dict[Position, str] = {}
+        self._frames: dict[tuple[int, str], bytes] = {}
+        self._json: dict[int, str] = {}
+
+    def position(self, position: Position) -> str:
+        text = self._positions.get(position)
+        if text is None:
+            text = self._positions[position] = position.encode()
+        return text
+
+    def _dumps(self, event_id: int, read_at: datetime | None) -> str:
+        row = {**self._events[event_id], "read_at": read_at}
+        return json.dumps(notification_json(row), separators=(",", ":"))
+
+    def notification(self, event_id: int, read_at: datetime | None, position: Position) -> bytes:
+        at = self.position(position)
+        if read_at is not None:  # read already (elsewhere): this recipient's own JSON
+            return frame("notification", self._dumps(event_id, read_at), at)
+        key = (event_id, at)
+        encoded = self._frames.get(key)
+        if encoded is None:
+            data = self._json.get(event_id)
+            if data is None:
+                data = self._json[event_id] = self._dumps(event_id, None)
+            encoded = self._frames[key] = frame("notification", data, at)
+        return encoded
 
 
 class Refused(Exception):
@@ -87,10 +121,10 @@ class Subscriber:
         self.sent_unread: int | None = None
         self.recount = True
         self.ended: str | None = None
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    def send(self, message: Message) -> None:
-        self._queue.put_nowait(message)
+    def send(self, encoded: bytes) -> None:
+        self._queue.put_nowait(encoded)
 
     @property
     def backlog(self) -> int:
@@ -102,9 +136,10 @@ class Subscriber:
             metrics.ENDED.labels(reason).inc()
             self._queue.put_nowait(None)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while (message := await self._queue.get()) is not None:
-            yield message
+    async def messages(self) -> AsyncIterator[bytes]:
+        """Encoded events (hub.frame), until the stream ends."""
+        while (encoded := await self._queue.get()) is not None:
+            yield encoded
 
 
 class Hub:
@@ -344,9 +379,15 @@ class Hub:
             started = time.monotonic()
             try:
                 await self._round(subs)
-            except (psycopg.Error, PoolTimeout, OSError) as exc:
+            except Exception as exc:
+                # Whatever it was, the loop must go on: every stream of the process
+                # depends on it. A database error is expected now and then; anything else
+                # is a bug, logged whole.
                 metrics.ROUND_ERRORS.inc()
-                log.warning("stream: round failed, retrying: %s", _first_line(exc))
+                if isinstance(exc, psycopg.Error | PoolTimeout | OSError):
+                    log.warning("stream: round failed, retrying: %s", _first_line(exc))
+                else:
+                    log.exception("stream: round failed, retrying")
                 for sub in subs:
                     sub.recount = True
                 await asyncio.sleep(RETRY_SECONDS)
@@ -371,49 +412,63 @@ class Hub:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query("stream_round"), params)
             rows = await cur.fetchall()
-        now = time.time()
-        by_slot: dict[int, list[DictRow]] = defaultdict(list)
+        # Rows come as: each event's details ('e'), then per slot its header ('h') and the
+        # notifications it is owed ('n', in id order).
+        events: dict[int, DictRow] = {}
+        headers: dict[int, DictRow] = {}
+        owed: dict[int, list[tuple[int, datetime | None]]] = defaultdict(list)
         for row in rows:
-            by_slot[int(row["slot"])].append(row)
+            if row["kind"] == "e":
+                events[int(row["id"])] = row
+            elif row["kind"] == "h":
+                headers[int(row["slot"])] = row
+            else:
+                owed[int(row["slot"])].append((int(row["id"]), row["read_at"]))
+        now = time.time()
+        for row in events.values():
+            # NULL while an operator's redeliver_event() has the event waiting again.
+            if row["fanned_out_at"] is not None:
+                metrics.LAG.observe(max(0.0, now - row["fanned_out_at"].timestamp()))
+        encoder = _Encoder(events)
         for slot, sub in enumerate(subs, start=1):
             if sub.ended is not None or sub not in self._subs:
                 continue  # ended, or its client left during the statement
-            got = by_slot.get(slot)
-            if not got:
+            header = headers.get(slot)
+            if header is None:
                 # No row at all: its token was revoked or expired, or its user deleted.
                 sub.end("token_revoked")
                 continue
-            self._deliver(sub, got, recounted=recounts[slot - 1], now=now)
+            self._deliver(sub, header, owed.get(slot, []), recounts[slot - 1], encoder)
 
-    def _deliver(self, sub: Subscriber, rows: list[DictRow], recounted: bool, now: float) -> None:
-        header, notes = rows[0], rows[1:]
+    def _deliver(
+        self,
+        sub: Subscriber,
+        header: DictRow,
+        notes: list[tuple[int, datetime | None]],
+        recounted: bool,
+        encoder: _Encoder,
+    ) -> None:
         start = sub.position
         window = start.next or str(header["snapshot"])
         if len(notes) < ROW_LIMIT:
             final = Position(window)
         else:
-            final = Position(start.prev, window, int(notes[-1]["id"]))
+            final = Position(start.prev, window, notes[-1][0])
             self._poke("catch-up")
-        for i, row in enumerate(notes):
-            position = final if i == len(notes) - 1 else Position(start.prev, window, row["id"])
-            sub.send(
-                Message(
-                    "notification",
-                    json.dumps(notification_json(row), separators=(",", ":")),
-                    position.encode(),
-                )
-            )
-            metrics.LAG.observe(max(0.0, now - row["fanned_out_at"].timestamp()))
+        last = len(notes) - 1
+        for i, (event_id, read_at) in enumerate(notes):
+            position = final if i == last else Position(start.prev, window, event_id)
+            sub.send(encoder.notification(event_id, read_at, position))
         metrics.SENT.labels("notification").inc(len(notes))
         if recounted:
             sub.unread = int(header["unread"])
         else:
             assert sub.unread is not None
-            sub.unread += sum(1 for row in notes if row["read_at"] is None)
+            sub.unread += sum(1 for _, read_at in notes if read_at is None)
         sub.position = final
         if sub.unread != sub.sent_unread:
             sub.sent_unread = sub.unread
-            sub.send(Message("unread", json.dumps({"unread": sub.unread}), final.encode()))
+            sub.send(frame("unread", f'{{"unread": {sub.unread}}}', encoder.position(final)))
             metrics.SENT.labels("unread").inc()
         if sub.backlog > MAX_QUEUED:
             sub.end("slow_reader")

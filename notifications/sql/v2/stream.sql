@@ -53,13 +53,17 @@ CREATE TRIGGER user_notifications_read_hint
 -- A slot whose token is revoked, expired or unknown gets no row at all: the caller ends
 -- it. Only a valid token's holder is served, so the API's role, which may execute this,
 -- reads no one's rows without their token (row-level security is not needed here).
--- Each slot gets one row with id NULL (its unread count, or NULL), then its notifications.
+-- Rows, by kind:
+--   'h' one per valid slot: its user and unread count (NULL unless asked);
+--   'e' one per event any slot is owed: what a notification of it says (the feed's view,
+--       read once per event rather than once per recipient);
+--   'n' one per notification owed: slot, event id, the recipient's read_at.
 CREATE FUNCTION stream_round_v2(token_hashes bytea[], prevs text[], nexts text[],
                                 afters bigint[], recounts boolean[], row_limit integer)
-RETURNS TABLE (slot bigint, user_id bigint, snapshot text, unread bigint, id bigint,
-               event_type text, scenario_id bigint, scenario_name text, actor_id bigint,
-               actor_name text, message text, created_at timestamptz,
-               read_at timestamptz, fanned_out_at timestamptz)
+RETURNS TABLE (kind text, slot bigint, user_id bigint, snapshot text, unread bigint,
+               id bigint, read_at timestamptz, event_type text, scenario_id bigint,
+               scenario_name text, actor_id bigint, actor_name text, message text,
+               created_at timestamptz, fanned_out_at timestamptz)
 LANGUAGE sql STABLE AS $$
     WITH s AS MATERIALIZED (
         SELECT c.slot, t.user_id, c.prev::pg_snapshot AS prev, c.next::pg_snapshot AS next,
@@ -74,25 +78,34 @@ LANGUAGE sql STABLE AS $$
         SELECT e.id, e.fanout_xid, e.processed_at
         FROM scenario_events e
         WHERE e.fanout_xid >= (SELECT min(pg_snapshot_xmin(s.prev)) FROM s)
+    ),
+    owed AS MATERIALIZED (
+        SELECT s.slot, s.user_id, o.event_id, o.read_at
+        FROM s CROSS JOIN LATERAL (
+            SELECT un.event_id, un.read_at
+            FROM ev JOIN user_notifications un ON un.user_id = s.user_id AND un.event_id = ev.id
+            WHERE NOT pg_visible_in_snapshot(ev.fanout_xid, s.prev)
+              AND pg_visible_in_snapshot(ev.fanout_xid, coalesce(s.next, pg_current_snapshot()))
+              AND ev.id > s.after
+            ORDER BY ev.id
+            LIMIT row_limit
+        ) o
     )
-    SELECT s.slot, s.user_id, pg_current_snapshot()::text,
+    SELECT 'h', s.slot, s.user_id, pg_current_snapshot()::text,
            CASE WHEN s.recount THEN (SELECT count(*) FROM user_notifications n
                                      WHERE n.user_id = s.user_id AND n.read_at IS NULL) END,
-           NULL::bigint, NULL::text, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
-           NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz
+           NULL::bigint, NULL::timestamptz, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM s
     UNION ALL
-    SELECT s.slot, s.user_id, pg_current_snapshot()::text, NULL, f.id, f.event_type,
-           f.scenario_id, f.scenario_name, f.actor_id, f.actor_name, f.message, f.created_at,
-           f.read_at, f.processed_at
-    FROM s CROSS JOIN LATERAL (
-        SELECT f.*, ev.processed_at
-        FROM ev JOIN notification_feed f ON f.user_id = s.user_id AND f.id = ev.id
-        WHERE NOT pg_visible_in_snapshot(ev.fanout_xid, s.prev)
-          AND pg_visible_in_snapshot(ev.fanout_xid, coalesce(s.next, pg_current_snapshot()))
-          AND ev.id > s.after
-        ORDER BY ev.id
-        LIMIT row_limit
-    ) f
-    ORDER BY 1, 5 NULLS FIRST
+    SELECT 'e', NULL, NULL, NULL, NULL, f.id, NULL, f.event_type, f.scenario_id,
+           f.scenario_name, f.actor_id, f.actor_name, f.message, f.created_at, ev.processed_at
+    FROM (SELECT DISTINCT ON (o.event_id) o.event_id, o.user_id FROM owed o
+          ORDER BY o.event_id) one
+    CROSS JOIN LATERAL (SELECT * FROM notification_feed f
+                        WHERE f.user_id = one.user_id AND f.id = one.event_id) f
+    JOIN ev ON ev.id = one.event_id
+    UNION ALL
+    SELECT 'n', o.slot, o.user_id, NULL, NULL, o.event_id, o.read_at, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL
+    FROM owed o
 $$;
