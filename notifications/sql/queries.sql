@@ -116,14 +116,16 @@ SELECT pg_current_snapshot()::text AS snapshot;
 -- name: mark_all_read_watermark
 -- Only notifications whose fan-out had committed in the page's snapshot: a lower id that
 -- committed later was not shown, so it stays unread (events fanned out before revision
--- 0002 have no fanout_xid and were visible to every page).
+-- 0002 have no fanout_xid and were visible to every page; a redelivery's rows carry
+-- their own, sql/v2/stream.sql).
 UPDATE user_notifications n SET read_at = now()
 FROM scenario_events e
 WHERE n.user_id = %(me)s AND n.read_at IS NULL
   AND n.event_id <= coalesce(%(up_to)s, 9223372036854775807)
   AND e.id = n.event_id
-  AND (e.fanout_xid IS NULL
-       OR pg_visible_in_snapshot(e.fanout_xid, %(snapshot)s::text::pg_snapshot));
+  AND (coalesce(n.fanout_xid, e.fanout_xid) IS NULL
+       OR pg_visible_in_snapshot(coalesce(n.fanout_xid, e.fanout_xid),
+                                 %(snapshot)s::text::pg_snapshot));
 
 -- ============================== API: the stream (notifications/stream/) ==============================
 

@@ -92,10 +92,12 @@ async def stream(request: Request) -> Response:
                 "invalid",
                 "Last-Event-ID: not a position from this stream (nor a feed watermark)",
             )
-    if request.method == "HEAD":
-        return Response(status_code=200, headers=_HEADERS, media_type="text/event-stream")
+    token_hash = hashlib.sha256(token.encode()).digest()
     try:
-        sub = await hub.open(hashlib.sha256(token.encode()).digest(), position)
+        if request.method == "HEAD":  # what a GET would answer, without opening a stream
+            await hub.authenticate(token_hash)
+            return Response(status_code=200, headers=_HEADERS, media_type="text/event-stream")
+        sub = await hub.open(token_hash, position)
     except Refused as refused:
         return error(refused.status, refused.code, refused.message, refused.retry_after)
     return _Stream(hub, sub, hub.settings.stream_heartbeat)

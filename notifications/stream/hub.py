@@ -45,13 +45,15 @@ log = logging.getLogger("notifications.stream")
 COALESCE_SECONDS = 0.005
 # Notifications one stream is sent per round; a stream far behind catches up in steps.
 ROW_LIMIT = 500
-# Messages a stream may have waiting for a slow reader before it is ended (its client
-# resumes from the last position it received, so ending it loses nothing).
-MAX_QUEUED = 4 * ROW_LIMIT
+# Rounds' writes a stream may have waiting for a slow reader before it is ended (its
+# client resumes from the last position it received, so ending it loses nothing).
+MAX_QUEUED = 256
 # Seconds the LISTEN connection has to hand back its own probe.
 PROBE_TIMEOUT = 5.0
 # Seconds a round waits before retrying after a database error.
 RETRY_SECONDS = 1.0
+# Seconds a round may take before it is given up (and retried).
+ROUND_TIMEOUT = 30.0
 
 AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
@@ -72,6 +74,8 @@ class _Encoder:
         self._positions: dict[Position, str] = {}
         self._frames: dict[tuple[int, str], bytes] = {}
         self._json: dict[int, str] = {}
+        self.notifications = 0
+        self.unreads = 0
 
     def position(self, position: Position) -> str:
         text = self._positions.get(position)
@@ -207,13 +211,8 @@ class Hub:
 
     # -- streams ---------------------------------------------------------------------------
 
-    async def open(self, token_hash: bytes, position: Position | None) -> Subscriber:
-        """Authenticate and register a stream; Refused with a status if it cannot be."""
-        if len(self._subs) >= self.settings.stream_max_streams:
-            metrics.REFUSED.labels("process_limit").inc()
-            raise Refused(
-                503, "too_many_streams", "this server holds all the streams it can; retry", 5
-            )
+    async def authenticate(self, token_hash: bytes) -> DictRow:
+        """The token's user and the snapshot a stream without a position starts from."""
         assert self._pool is not None
         try:
             async with self._pool.connection() as conn:
@@ -227,7 +226,22 @@ class Hub:
         if row is None:
             metrics.REFUSED.labels("unauthorized").inc()
             raise Refused(401, "unauthorized", "invalid or revoked token")
+        return row
+
+    async def open(self, token_hash: bytes, position: Position | None) -> Subscriber:
+        """Authenticate and register a stream; Refused with a status if it cannot be."""
+        if len(self._subs) >= self.settings.stream_max_streams:
+            metrics.REFUSED.labels("process_limit").inc()
+            raise Refused(
+                503, "too_many_streams", "this server holds all the streams it can; retry", 5
+            )
+        row = await self.authenticate(token_hash)
         user_id = int(row["user_id"])
+        if len(self._subs) >= self.settings.stream_max_streams:  # others opened meanwhile
+            metrics.REFUSED.labels("process_limit").inc()
+            raise Refused(
+                503, "too_many_streams", "this server holds all the streams it can; retry", 5
+            )
         mine = self._by_user[user_id]
         if len(mine) >= self.settings.stream_max_per_user:
             metrics.REFUSED.labels("user_limit").inc()
@@ -378,7 +392,8 @@ class Hub:
             metrics.ROUNDS.labels(self._cause).inc()
             started = time.monotonic()
             try:
-                await self._round(subs)
+                # A round that hangs (a frozen backend) must not hold every stream for ever.
+                await asyncio.wait_for(self._round(subs), ROUND_TIMEOUT)
             except Exception as exc:
                 # Whatever it was, the loop must go on: every stream of the process
                 # depends on it. A database error is expected now and then; anything else
@@ -397,7 +412,9 @@ class Hub:
 
     async def _round(self, subs: list[Subscriber]) -> None:
         assert self._pool is not None
-        recounts = [s.recount or s.unread is None or not s.position.complete for s in subs]
+        # Without a LISTEN session no read hint arrives: every round counts afresh then.
+        deaf = not self.listening
+        recounts = [deaf or s.recount or s.unread is None or not s.position.complete for s in subs]
         for sub in subs:
             # Cleared before the statement: a read hint during it asks again.
             sub.recount = False
@@ -412,6 +429,9 @@ class Hub:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query("stream_round"), params)
             rows = await cur.fetchall()
+        self._apply(subs, recounts, rows)
+
+    def _apply(self, subs: list[Subscriber], recounts: list[bool], rows: list[DictRow]) -> None:
         # Rows come as: each event's details ('e'), then per slot its header ('h') and the
         # notifications it is owed ('n', in id order).
         events: dict[int, DictRow] = {}
@@ -439,6 +459,10 @@ class Hub:
                 sub.end("token_revoked")
                 continue
             self._deliver(sub, header, owed.get(slot, []), recounts[slot - 1], encoder)
+        # Counted once a round, not once a stream: with several workers every increment is
+        # a write to a shared file.
+        metrics.SENT.labels("notification").inc(encoder.notifications)
+        metrics.SENT.labels("unread").inc(encoder.unreads)
 
     def _deliver(
         self,
@@ -455,21 +479,30 @@ class Hub:
         else:
             final = Position(start.prev, window, notes[-1][0])
             self._poke("catch-up")
+        # A round's events for one stream go out as one write.
+        out: list[bytes] = []
         last = len(notes) - 1
         for i, (event_id, read_at) in enumerate(notes):
             position = final if i == last else Position(start.prev, window, event_id)
-            sub.send(encoder.notification(event_id, read_at, position))
-        metrics.SENT.labels("notification").inc(len(notes))
+            out.append(encoder.notification(event_id, read_at, position))
+        encoder.notifications += len(notes)
         if recounted:
             sub.unread = int(header["unread"])
         else:
             assert sub.unread is not None
             sub.unread += sum(1 for _, read_at in notes if read_at is None)
         sub.position = final
+        if final.complete and start.next is not None:
+            # The count was taken in this round's snapshot, newer than the window the
+            # stream now stands on: what lies between comes next round, so count again
+            # there rather than add it twice.
+            sub.recount = True
         if sub.unread != sub.sent_unread:
             sub.sent_unread = sub.unread
-            sub.send(frame("unread", f'{{"unread": {sub.unread}}}', encoder.position(final)))
-            metrics.SENT.labels("unread").inc()
+            out.append(frame("unread", f'{{"unread": {sub.unread}}}', encoder.position(final)))
+            encoder.unreads += 1
+        if out:
+            sub.send(b"".join(out))
         if sub.backlog > MAX_QUEUED:
             sub.end("slow_reader")
 

@@ -153,4 +153,4 @@ def test_a_stream_round_finds_new_events_by_index(db: psycopg.Connection[Any]) -
     # The function says the same thing as the statement above.
     body = db.execute("SELECT prosrc FROM pg_proc WHERE proname = 'stream_round_v2'").fetchone()
     assert body is not None
-    assert "e.fanout_xid >= (SELECT min(pg_snapshot_xmin(s.prev)) FROM s)" in body[0]
+    assert "e.fanout_xid >= (SELECT xmin FROM since)" in body[0]

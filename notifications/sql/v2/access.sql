@@ -54,9 +54,10 @@ $$;
 -- NULL (events fanned out before this revision) counts as visible to every watermark.
 ALTER TABLE scenario_events ADD COLUMN fanout_xid xid8;
 
--- Set where an event becomes processed, by whichever fan-out does it (fanout.sql's, a
--- redelivery's), so that no fan-out path can forget it. One row per event, not per
--- notification.
+-- Set where an event becomes processed, by whichever fan-out does it first, so that no
+-- fan-out path can forget it. One row per event, not per notification. A redelivery's
+-- fan-out keeps it: the rows it adds carry their own (user_notifications.fanout_xid,
+-- sql/v2/stream.sql), and the rows from before stay as visible as they were.
 CREATE FUNCTION scenario_events_fanout_xid_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -67,7 +68,8 @@ $$;
 
 CREATE TRIGGER scenario_events_fanout_xid
     BEFORE UPDATE OF processed_at ON scenario_events
-    FOR EACH ROW WHEN (OLD.processed_at IS NULL AND NEW.processed_at IS NOT NULL)
+    FOR EACH ROW WHEN (OLD.processed_at IS NULL AND NEW.processed_at IS NOT NULL
+                       AND OLD.fanout_count IS NULL)
     EXECUTE FUNCTION scenario_events_fanout_xid_v2();
 
 -- A name inside a sentence must not be able to end the quote or reorder the text: quotes

@@ -74,8 +74,10 @@ BEGIN
           AND q.id >= coalesce(only_event, 0) AND (only_event IS NULL OR q.id = only_event)
         ORDER BY q.id LIMIT greatest(batch_size, 1) FOR UPDATE SKIP LOCKED
     LOOP
-        INSERT INTO user_notifications (user_id, event_id)
-        SELECT r.user_id, ev.id
+        -- A redelivered event's new rows carry the transaction that made them visible
+        -- (the event keeps its first one: sql/v2/stream.sql says why).
+        INSERT INTO user_notifications (user_id, event_id, fanout_xid)
+        SELECT r.user_id, ev.id, CASE WHEN ev.redelivered THEN pg_current_xact_id() END
         FROM event_recipients_v2(ev.event_type, ev.actor_id) r
         WHERE NOT ev.redelivered
            OR NOT EXISTS (SELECT 1 FROM user_notifications had

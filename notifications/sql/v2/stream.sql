@@ -15,14 +15,23 @@
 CREATE INDEX scenario_events_fanout_xid_idx ON scenario_events (fanout_xid)
     WHERE fanout_xid IS NOT NULL;
 
+-- A redelivered event (redeliver_event) keeps its first fanout_xid, so that the rows it
+-- already had are not new again to every stream and watermark; the rows its redelivery
+-- adds are made visible by a later transaction, recorded on them. NULL on every row of a
+-- first fan-out, so the hot path writes no index entry for it.
+ALTER TABLE user_notifications ADD COLUMN fanout_xid xid8;
+CREATE INDEX user_notifications_fanout_xid_idx ON user_notifications (fanout_xid)
+    WHERE fanout_xid IS NOT NULL;
+
 -- The channel the fan-out (payload 'new') and read-state changes (payload 'read:' and the
 -- users' ids, or 'read:*') notify, and every serve process LISTENs on, named once.
 CREATE FUNCTION stream_channel_v2() RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'notification_stream'::text $$;
 
--- Read state changed by anyone (the API, another device, psql): the streams of those users
--- send their new unread count. One NOTIFY per statement, naming at most 100 users; a
--- bigger change asks every process to recount all its users.
+-- Read state changed by anyone (the API, another device, psql), or unread notifications
+-- deleted (retention, a psql DELETE): the streams of those users send their new unread
+-- count. One NOTIFY per statement, naming at most 100 users; a bigger change asks every
+-- process to recount all its users. Deleting read rows changes no count: no hint.
 CREATE FUNCTION user_notifications_read_hint_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -31,7 +40,8 @@ BEGIN
     SELECT CASE WHEN count(DISTINCT c.user_id) <= 100
                 THEN string_agg(DISTINCT c.user_id::text, ',') ELSE '*' END
     INTO users
-    FROM changed c;
+    FROM changed c
+    WHERE TG_OP = 'UPDATE' OR c.read_at IS NULL;
     IF users IS NOT NULL THEN
         PERFORM pg_notify(stream_channel_v2(), 'read:' || users);
     END IF;
@@ -42,6 +52,10 @@ $$;
 CREATE TRIGGER user_notifications_read_hint
     AFTER UPDATE ON user_notifications
     REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION user_notifications_read_hint_v2();
+CREATE TRIGGER user_notifications_delete_hint
+    AFTER DELETE ON user_notifications
+    REFERENCING OLD TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION user_notifications_read_hint_v2();
 
 -- One round of a serve process: for each open stream (slot), given its token's hash and its
@@ -72,20 +86,27 @@ LANGUAGE sql STABLE AS $$
              WITH ORDINALITY AS c(token_hash, prev, next, after, recount, slot)
         CROSS JOIN LATERAL authenticate_token_v2(c.token_hash) t
     ),
-    -- The events fanned out since the oldest position: usually the few since the last
-    -- round, whatever the number of streams.
+    -- The events fanned out since the oldest position (usually the few since the last
+    -- round, whatever the number of streams), and those a redelivery added rows to since.
+    since AS MATERIALIZED (SELECT min(pg_snapshot_xmin(s.prev)) AS xmin FROM s),
     ev AS MATERIALIZED (
         SELECT e.id, e.fanout_xid, e.processed_at
         FROM scenario_events e
-        WHERE e.fanout_xid >= (SELECT min(pg_snapshot_xmin(s.prev)) FROM s)
+        WHERE e.fanout_xid >= (SELECT xmin FROM since)
+        UNION
+        SELECT e.id, e.fanout_xid, e.processed_at
+        FROM scenario_events e
+        WHERE e.id IN (SELECT un.event_id FROM user_notifications un
+                       WHERE un.fanout_xid >= (SELECT xmin FROM since))
     ),
     owed AS MATERIALIZED (
         SELECT s.slot, s.user_id, o.event_id, o.read_at
         FROM s CROSS JOIN LATERAL (
             SELECT un.event_id, un.read_at
             FROM ev JOIN user_notifications un ON un.user_id = s.user_id AND un.event_id = ev.id
-            WHERE NOT pg_visible_in_snapshot(ev.fanout_xid, s.prev)
-              AND pg_visible_in_snapshot(ev.fanout_xid, coalesce(s.next, pg_current_snapshot()))
+            CROSS JOIN LATERAL (SELECT coalesce(un.fanout_xid, ev.fanout_xid) AS xid) made
+            WHERE NOT pg_visible_in_snapshot(made.xid, s.prev)
+              AND pg_visible_in_snapshot(made.xid, coalesce(s.next, pg_current_snapshot()))
               AND ev.id > s.after
             ORDER BY ev.id
             LIMIT row_limit
