@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, fanout, latency, reads, stream, writes
+from bench import delivery, fanout, latency, pgbench, reads, stream, triggers, writes
 from bench.env import BenchServer, bench_server, git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +25,11 @@ SECTIONS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
     "reads": reads.run,  # f
     "delivery": delivery.run,  # g
     "stream": stream.run,  # h
+    "pgbench": pgbench.run,  # i
+}
+# Experiments: run with --only NAME, never part of the default run.
+EXPERIMENTS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
+    "triggers": triggers.run,
 }
 TARGETS = {
     "speedup_vs_seed": 100.0,
@@ -37,6 +42,9 @@ TARGETS = {
     "webhook_slow_per_s": 200.0,
     "stream_p99_ms": 100.0,
     "stream_idle_p99_ratio": 1.5,
+    "pgbench_on_ratio": 0.85,
+    "pgbench_lag_p99_ms": 15.0,
+    "drain_events_per_s": 20_000.0,
 }
 
 
@@ -330,6 +338,54 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+    if "pgbench" in results:
+        i = results["pgbench"]
+        tps = i["tps"]
+        out.append(
+            (
+                f"i. pgbench ({i['pgbench_version']}), {i['clients']} clients, mix"
+                f" {'/'.join(str(w) for w in i['mix'].values())}: tps off / on / on+2 listeners",
+                f"{_fmt(statistics.median(tps['off']))} / {_fmt(statistics.median(tps['on']))}"
+                f" / {_fmt(statistics.median(tps['listeners']))}"
+                f" -> {i['on_ratio']:.2f} / {i['listeners_ratio']:.2f}",
+                f"on >= 0.85 {ok(i['on_ratio'] >= TARGETS['pgbench_on_ratio'])}",
+            )
+        )
+        for name, m in i["per_script"].items():
+            out.append(
+                (
+                    f"i. pgbench {name} alone: tps off / on",
+                    f"{_fmt(statistics.median(m['off_tps']))}"
+                    f" / {_fmt(statistics.median(m['on_tps']))} -> {m['ratio']:.2f}",
+                    "",
+                )
+            )
+        out.append(
+            (
+                f"i. lag under that load with 2 listeners ({i['lag_events']:,} events)",
+                f"p50 {i['lag_p50_ms']:.1f} / p99 {i['lag_p99_ms']:.1f} ms",
+                f"p99 <= 15 ms {ok(i['lag_p99_ms'] <= TARGETS['pgbench_lag_p99_ms'])}",
+            )
+        )
+        out.append(
+            (
+                f"i. drain: {i['drain_events']:,} events x 5 recipients, one listener",
+                f"{_fmt(i['drain_events_per_s'])} events/s ({i['drain_seconds']:.2f} s)",
+                f">= 20,000/s {ok(i['drain_events_per_s'] >= TARGETS['drain_events_per_s'])}",
+            )
+        )
+    if "triggers" in results:
+        t = results["triggers"]
+        for label, m in t.items():
+            if isinstance(m, dict):
+                out.append(
+                    (
+                        f"triggers: pgbench inserts, {label} / off",
+                        f"{_fmt(statistics.median(m['on_tps']))}"
+                        f" / {_fmt(statistics.median(m['off_tps']))} -> {m['ratio']:.2f}",
+                        "",
+                    )
+                )
     return out
 
 
@@ -379,9 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in only if s not in SECTIONS]
+    runnable = {**SECTIONS, **EXPERIMENTS}
+    unknown = [s for s in only if s not in runnable]
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(runnable)}")
     extra: dict[str, str] = {}
     for item in args.server_setting:
         name, sep, value = item.partition("=")
@@ -397,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in only:
             t0 = time.perf_counter()
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            results[name] = SECTIONS[name](server, args.quick, log)
+            results[name] = runnable[name](server, args.quick, log)
             print(
                 f"[bench] {name} done in {time.perf_counter() - t0:.0f} s",
                 file=sys.stderr,
