@@ -13,6 +13,9 @@ Variants (each adds or removes one piece):
 - `no wake check`: the same statement trigger without wake_needed_v2/wake_listeners_v2;
 - `row trigger`: FOR EACH ROW, INSERT ... VALUES from NEW, no transition table, no wake;
 - `row trigger + wake`: the row trigger with the shipped wake check and NOTIFY rule;
+- `statement, wake by sequence`: the statement trigger with another wake rule (notify
+  unless a NOTIFY went out in the last 100 ms, its time kept in a sequence: setval() is
+  neither transactional nor locking, so the check is one page read);
 - `shipped, fewer indexes`: the shipped trigger with scenario_events reduced to its
   primary key and the waiting-events index (the others dropped for the experiment).
 """
@@ -60,6 +63,28 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
     FOR EACH ROW EXECUTE FUNCTION bench_insert_row_wake();
+""",
+    # The wake rule on a sequence instead of the backlog index: setval() is not
+    # transactional and takes no lock, so a writer reads the time of the last NOTIFY in one
+    # page read, and only the writer that notifies writes it.
+    "statement, wake by sequence": """
+CREATE SEQUENCE bench_last_wake_ms;
+CREATE FUNCTION bench_insert_seq_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN
+    INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
+    SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
+    FROM new_rows n ORDER BY n.id;
+    IF now_ms - (SELECT last_value FROM bench_last_wake_ms) > 100 THEN
+        PERFORM setval('bench_last_wake_ms', now_ms);
+        PERFORM pg_notify(event_channel_v2(), '');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION bench_insert_seq_wake();
 """,
 }
 SHIPPED = "scenario_events_insert"
