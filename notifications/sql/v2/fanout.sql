@@ -41,17 +41,38 @@ LANGUAGE sql STABLE AS $$
       AND us.user_id IS DISTINCT FROM event_recipients_v2.actor_id
 $$;
 
--- Claims up to batch_size unprocessed events (SKIP LOCKED: listeners share a backlog
--- without waiting on each other), writes each one's notifications with one set-based
--- INSERT ... SELECT, and marks it processed, all in the caller's transaction. A batch also
--- ends once it has written row_budget rows, so that the caller is back soon (to ping
--- systemd's watchdog, to see a stop) when many events each reach many users; the rest
--- stays claimable. One event is one statement however large: the listener feeds the
--- watchdog while it runs, and LISTENER_STATEMENT_TIMEOUT bounds it. only_event claims
--- that one event alone (the listener's retry of a failing batch, one event at a time).
+-- Claims up to batch_size unprocessed events in id order (SKIP LOCKED: listeners share a
+-- backlog without waiting on each other), writes their notifications and deliveries, and
+-- marks them processed, all in the caller's transaction; one row per event, in id order.
+-- A batch also ends once it has written row_budget rows, so that the caller is back soon
+-- (to ping systemd's watchdog, to see a stop) when many events each reach many users; the
+-- rest stays claimable. only_event claims that one event alone (the listener's retry of a
+-- failing batch, one event at a time).
+--
+-- Two ways to fan out, chosen per event type (never per guess that could be wrong):
+-- - A big event (its type has more than small_max possible recipients) is fanned out
+--   alone, as before: one INSERT ... SELECT of its recipients, its deliveries, its
+--   UPDATE. One event is one statement however large: the listener feeds the watchdog
+--   while it runs, and LISTENER_STATEMENT_TIMEOUT bounds it.
+-- - Consecutive small events (a run, up to the next big one) are fanned out together: one
+--   INSERT ... SELECT for all of them (ordered by user_id, event_id), the deliveries of
+--   the run from its notification rows (one statement per channel), one UPDATE of all its
+--   events, each with its own fanout_count. Four statements per run, not four per event.
+-- Whether a type is small is read, once per call and type, by counting its recipients
+-- with the actor left in (an upper bound for every event of the type) and stopping after
+-- small_max + 1: a bounded probe, however many users there are. A run is at most
+-- batch_size events of at most small_max rows each, and small_max <= row_budget /
+-- batch_size, so a run keeps the budget too; claiming stops before a run could exceed
+-- what is left of it. Subscriptions changed meanwhile can only make a run bigger or
+-- smaller than its bound (a cost in time, never in correctness: both paths write the
+-- same rows with the same statement shapes).
+-- Events are claimed one FETCH at a time (each locks only its own row), and every event
+-- fetched is fanned out, so a batch that stops early holds no event it does not fan out.
 -- A first delivery cannot meet rows of its own (the claim makes it exactly-once), so only
 -- a redelivered event (fanout_count set) looks for them: the OR stops at its first arm
--- otherwise, and no ON CONFLICT is paid on the hot path.
+-- otherwise, and no ON CONFLICT is paid on the hot path. A redelivered event's new rows
+-- carry the transaction that made them visible (the event keeps its first one:
+-- sql/v2/stream.sql says why).
 -- No lock against user deletion: a user deleted meanwhile may get rows from a fan-out
 -- that still saw them, and finish_user_deletions_v2() removes those afterwards.
 CREATE FUNCTION fan_out_events_v2(batch_size integer DEFAULT 100,
@@ -60,22 +81,145 @@ CREATE FUNCTION fan_out_events_v2(batch_size integer DEFAULT 100,
 RETURNS TABLE (event_id bigint, notifications bigint, lag_seconds double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
+    claim refcursor;
     ev record;
     n bigint;
     d bigint;
     wrote_deliveries boolean := false;
     wrote_notifications boolean := false;
     budget_left bigint := greatest(row_budget, 1);
+    batch integer := greatest(batch_size, 1);
+    -- The most recipients a small event may have: a full run of them fits the budget,
+    -- and one bigger than 1,000 gains little from sharing statements with others.
+    small_max bigint := least(1000, greatest(row_budget, 1) / greatest(batch_size, 1));
+    small_types text[] := '{}';
+    big_types text[] := '{}';
+    is_small boolean;
+    claimed_all boolean := false;
+    run_ids bigint[] := '{}';
+    run_types text[] := '{}';
+    run_actors bigint[] := '{}';
+    run_redelivered boolean[] := '{}';
+    run_counts bigint[];
+    run_rows bigint;
 BEGIN
-    FOR ev IN
+    OPEN claim FOR
         SELECT q.id, q.event_type, q.actor_id, q.fanout_count IS NOT NULL AS redelivered
         FROM scenario_events q
         WHERE q.processed_at IS NULL AND q.failed_at IS NULL
           AND q.id >= coalesce(only_event, 0) AND (only_event IS NULL OR q.id = only_event)
-        ORDER BY q.id LIMIT greatest(batch_size, 1) FOR UPDATE SKIP LOCKED
+        ORDER BY q.id LIMIT batch FOR UPDATE SKIP LOCKED;
     LOOP
-        -- A redelivered event's new rows carry the transaction that made them visible
-        -- (the event keeps its first one: sql/v2/stream.sql says why).
+        -- Claim the next event, unless the run so far could already use up the budget.
+        is_small := false;
+        IF budget_left - cardinality(run_ids) * small_max <= 0 THEN
+            claimed_all := true;
+        ELSE
+            FETCH claim INTO ev;
+            claimed_all := NOT FOUND;
+        END IF;
+        IF NOT claimed_all THEN
+            IF batch = 1 OR ev.event_type = ANY (big_types) THEN
+                is_small := false;
+            ELSIF ev.event_type = ANY (small_types) THEN
+                is_small := true;
+            ELSE
+                is_small := (SELECT count(*) FROM (SELECT 1
+                                                   FROM event_recipients_v2(ev.event_type, NULL)
+                                                   LIMIT small_max + 1) probe) <= small_max;
+                IF is_small THEN
+                    small_types := small_types || ev.event_type;
+                ELSE
+                    big_types := big_types || ev.event_type;
+                END IF;
+            END IF;
+            IF is_small THEN
+                run_ids := run_ids || ev.id;
+                run_types := run_types || ev.event_type;
+                run_actors := run_actors || ev.actor_id;
+                run_redelivered := run_redelivered || ev.redelivered;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        -- A big event, or the end of the claim: the run of small events before it first.
+        IF cardinality(run_ids) > 0 THEN
+            WITH written AS (
+                INSERT INTO user_notifications AS un (user_id, event_id, fanout_xid)
+                SELECT r.user_id, e.id, CASE WHEN e.redelivered THEN pg_current_xact_id() END
+                FROM unnest(run_ids, run_types, run_actors, run_redelivered)
+                     AS e(id, event_type, actor_id, redelivered)
+                CROSS JOIN LATERAL event_recipients_v2(e.event_type, e.actor_id) r
+                WHERE NOT e.redelivered
+                   OR NOT EXISTS (SELECT 1 FROM user_notifications had
+                                  WHERE had.user_id = r.user_id AND had.event_id = e.id)
+                ORDER BY r.user_id, e.id
+                RETURNING un.event_id
+            )
+            SELECT array_agg(coalesce(c.n, 0) ORDER BY e.ord), coalesce(sum(c.n), 0)
+            INTO run_counts, run_rows
+            FROM unnest(run_ids) WITH ORDINALITY AS e(id, ord)
+            LEFT JOIN (SELECT w.event_id, count(*) AS n FROM written w GROUP BY w.event_id) c
+                   ON c.event_id = e.id;
+            wrote_notifications := wrote_notifications OR run_rows > 0;
+
+            -- The outbox of the run, as for one event below, for all its events at once.
+            INSERT INTO deliveries (user_id, event_id, channel)
+            SELECT cp.user_id, e.id, 'email'
+            FROM unnest(run_ids, run_types, run_redelivered) AS e(id, event_type, redelivered)
+            JOIN channel_preferences cp
+              ON cp.event_type = e.event_type AND cp.channel = 'email' AND cp.enabled
+            JOIN user_notifications un ON un.user_id = cp.user_id AND un.event_id = e.id
+            JOIN users u ON u.id = cp.user_id
+            WHERE u.email IS NOT NULL
+              AND (NOT e.redelivered
+                   OR NOT EXISTS (SELECT 1 FROM deliveries had
+                                  WHERE had.user_id = cp.user_id AND had.event_id = e.id
+                                    AND had.channel = 'email' AND had.endpoint_id IS NULL))
+            ORDER BY cp.user_id, e.id;
+            GET DIAGNOSTICS d = ROW_COUNT;
+            wrote_deliveries := wrote_deliveries OR d > 0;
+
+            INSERT INTO deliveries (user_id, event_id, channel, endpoint_id)
+            SELECT w.user_id, e.id, 'webhook', w.id
+            FROM unnest(run_ids, run_types, run_redelivered) AS e(id, event_type, redelivered)
+            JOIN webhook_endpoints w
+              ON w.disabled_at IS NULL
+             AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
+            JOIN user_notifications un ON un.user_id = w.user_id AND un.event_id = e.id
+            WHERE NOT EXISTS (SELECT 1 FROM channel_preferences optout
+                              WHERE optout.user_id = w.user_id
+                                AND optout.event_type = e.event_type
+                                AND optout.channel = 'webhook' AND NOT optout.enabled)
+              AND (NOT e.redelivered
+                   OR NOT EXISTS (SELECT 1 FROM deliveries had
+                                  WHERE had.user_id = w.user_id AND had.event_id = e.id
+                                    AND had.channel = 'webhook' AND had.endpoint_id = w.id))
+            ORDER BY w.user_id, e.id, w.id;
+            GET DIAGNOSTICS d = ROW_COUNT;
+            wrote_deliveries := wrote_deliveries OR d > 0;
+
+            RETURN QUERY
+            WITH done AS (
+                UPDATE scenario_events s
+                SET processed_at = clock_timestamp(),
+                    fanout_count = coalesce(s.fanout_count, 0) + c.n,
+                    fanout_attempts = 0, fanout_error = NULL
+                FROM unnest(run_ids, run_counts) AS c(id, n)
+                WHERE s.id = c.id
+                RETURNING s.id, c.n,
+                          extract(epoch FROM s.processed_at - s.occurred_at)::double precision
+                          AS lag
+            )
+            SELECT done.id, done.n, done.lag FROM done ORDER BY done.id;
+            budget_left := budget_left - run_rows;
+            run_ids := '{}';
+            run_types := '{}';
+            run_actors := '{}';
+            run_redelivered := '{}';
+        END IF;
+        EXIT WHEN claimed_all;
+
         INSERT INTO user_notifications (user_id, event_id, fanout_xid)
         SELECT r.user_id, ev.id, CASE WHEN ev.redelivered THEN pg_current_xact_id() END
         FROM event_recipients_v2(ev.event_type, ev.actor_id) r
@@ -136,6 +280,7 @@ BEGIN
         budget_left := budget_left - n;
         EXIT WHEN budget_left <= 0;
     END LOOP;
+    CLOSE claim;
     -- A hint for the deliverers, sent at commit; PostgreSQL folds identical notifications
     -- of one transaction into one, so several calls in a transaction still send one.
     IF wrote_deliveries THEN
