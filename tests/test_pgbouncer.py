@@ -189,6 +189,7 @@ def test_streams_through_a_transaction_pool(
     pgbouncer: Callable[[str], str],
     database_url: str,
     db: psycopg.Connection[Any],
+    fan_out: Callable[[], int],
 ) -> None:
     """Through the pooler the stream still works, by polling (its LISTEN would hear
     nothing, and the hub says so once instead of reconnecting for ever); with
@@ -201,10 +202,6 @@ def test_streams_through_a_transaction_pool(
     alice = int(db.execute("SELECT create_user('alice')").fetchone()[0])  # type: ignore[index]
     bob = int(db.execute("SELECT create_user('bob')").fetchone()[0])  # type: ignore[index]
     bob_token = token(db, bob)
-
-    def fan_out() -> None:
-        while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
-            pass
 
     def hint_rounds() -> float:
         return (

@@ -7,7 +7,6 @@ starts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from notifications.bearer import bearer_token, token_hash, well_formed
 from notifications.positions import BadPosition, Position
 from notifications.stream.hub import Hub, Refused, Subscriber
 
@@ -25,7 +25,6 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # What an EventSource client waits before it reconnects (the `retry:` field), in ms.
 RETRY_MS = 2000
 SEND_TIMEOUT = 30.0
-_MAX_TOKEN = 512
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -35,14 +34,6 @@ def error(status: int, code: str, message: str, retry_after: int | None = None) 
         headers["Retry-After"] = str(retry_after)
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
 
 
 class _Stream(EventSourceResponse):
@@ -76,10 +67,10 @@ async def stream(request: Request) -> Response:
         response = error(405, "method_not_allowed", f"{request.method} is not allowed here")
         response.headers["Allow"] = "GET, HEAD"
         return response
-    token = _bearer(request)
+    token = bearer_token(request.headers.get("authorization", ""))
     if token is None:
         return error(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
-    if len(token) > _MAX_TOKEN or not (token.isascii() and token.isprintable()):
+    if not well_formed(token):
         return error(401, "unauthorized", "invalid or revoked token")
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     position = None
@@ -92,12 +83,12 @@ async def stream(request: Request) -> Response:
                 "invalid",
                 "Last-Event-ID: not a position from this stream (nor a feed watermark)",
             )
-    token_hash = hashlib.sha256(token.encode()).digest()
+    hashed = token_hash(token)
     try:
         if request.method == "HEAD":  # what a GET would answer, without opening a stream
-            await hub.authenticate(token_hash)
+            await hub.authenticate(hashed)
             return Response(status_code=200, headers=_HEADERS, media_type="text/event-stream")
-        sub = await hub.open(token_hash, position)
+        sub = await hub.open(hashed, position)
     except Refused as refused:
         return error(refused.status, refused.code, refused.message, refused.retry_after)
     return _Stream(hub, sub, hub.settings.stream_heartbeat)

@@ -228,20 +228,19 @@ class Hub:
             raise Refused(401, "unauthorized", "invalid or revoked token")
         return row
 
-    async def open(self, token_hash: bytes, position: Position | None) -> Subscriber:
-        """Authenticate and register a stream; Refused with a status if it cannot be."""
+    def _check_room(self) -> None:
         if len(self._subs) >= self.settings.stream_max_streams:
             metrics.REFUSED.labels("process_limit").inc()
             raise Refused(
                 503, "too_many_streams", "this server holds all the streams it can; retry", 5
             )
+
+    async def open(self, token_hash: bytes, position: Position | None) -> Subscriber:
+        """Authenticate and register a stream; Refused with a status if it cannot be."""
+        self._check_room()
         row = await self.authenticate(token_hash)
         user_id = int(row["user_id"])
-        if len(self._subs) >= self.settings.stream_max_streams:  # others opened meanwhile
-            metrics.REFUSED.labels("process_limit").inc()
-            raise Refused(
-                503, "too_many_streams", "this server holds all the streams it can; retry", 5
-            )
+        self._check_room()  # again: others may have opened while this one authenticated
         mine = self._by_user[user_id]
         if len(mine) >= self.settings.stream_max_per_user:
             metrics.REFUSED.labels("user_limit").inc()

@@ -114,7 +114,7 @@ def test_the_token_never_reaches_the_server_or_its_log(
 def test_make_run_revokes_its_previous_demo_tokens(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    from notifications.api.auth import token_hash
+    from notifications.bearer import token_hash
     from notifications.dev import seed
 
     def works(token: str) -> bool:

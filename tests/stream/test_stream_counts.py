@@ -20,11 +20,6 @@ from tests.test_pgbouncer import pgbouncer  # noqa: F401  (the fixture, reused)
 Conn = psycopg.Connection[Any]
 
 
-def fan_out_all(db: Conn) -> None:
-    while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
-        pass
-
-
 def event_id(db: Conn, name: str) -> int:
     row = db.execute("SELECT id FROM scenario_events WHERE scenario_name = %s", [name]).fetchone()
     assert row is not None
@@ -44,7 +39,7 @@ def names(events: list[Any]) -> list[str]:
 
 
 def test_a_stream_resuming_across_a_pending_redelivery_does_not_stop_every_stream(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """An event put back by redeliver_event keeps its old fanout_xid while processed_at is
     NULL: a position older than its first fan-out gets its rows, with fanned_out_at NULL,
@@ -60,7 +55,7 @@ def test_a_stream_resuming_across_a_pending_redelivery_does_not_stop_every_strea
         timeout=10,
     ).json()
     create_scenarios(db, alice, ["redelivered"])
-    fan_out_all(db)
+    fan_out()
     # Put back in the backlog; no listener runs, so it waits there.
     db.execute("SELECT redeliver_event(%s)", [event_id(db, "redelivered")])
 
@@ -71,7 +66,7 @@ def test_a_stream_resuming_across_a_pending_redelivery_does_not_stop_every_strea
         assert names(resumed.notifications(1)) == ["redelivered"]
         db.execute("SELECT set_config('notifications.actor_id', %s, false)", [str(alice)])
         db.execute("UPDATE test_scenarios SET last_executed_at = now(), last_status = 'passed'")
-        fan_out_all(db)
+        fan_out()
         got = bystander.notifications(1)
         assert [e.data["event_type"] for e in got] == ["scenario.executed"]
     finally:
@@ -80,7 +75,7 @@ def test_a_stream_resuming_across_a_pending_redelivery_does_not_stop_every_strea
 
 
 def test_a_redelivered_event_is_not_sent_again_nor_counted_twice(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """The redelivery's fan-out gives the event a new fanout_xid, so every stream that was
     already sent its notification is sent it again, and the unread count goes up by one
@@ -90,15 +85,15 @@ def test_a_redelivered_event_is_not_sent_again_nor_counted_twice(
     try:
         assert stream.next("unread").data == {"unread": 0}
         create_scenarios(db, alice, ["once"])
-        fan_out_all(db)
+        fan_out()
         assert names(stream.notifications(1)) == ["once"]
         assert stream.next("unread").data == {"unread": 1}
         # An operator re-runs the fan-out of that event (e.g. after a subscription fix):
         # bob holds its row already, so nothing is written for him.
         db.execute("SELECT redeliver_event(%s)", [event_id(db, "once")])
-        fan_out_all(db)
+        fan_out()
         create_scenarios(db, alice, ["next"])
-        fan_out_all(db)
+        fan_out()
         assert names(stream.notifications(1)) == ["next"]
         assert stream.next("unread").data == {"unread": unread(db, bob)} == {"unread": 2}
     finally:
@@ -106,7 +101,7 @@ def test_a_redelivered_event_is_not_sent_again_nor_counted_twice(
 
 
 def test_resuming_from_a_partial_position_keeps_the_count_exact(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """A round that starts from a partial position recounts (its position is not complete)
     in its own, newer snapshot, but ends on the older `next` snapshot. The next round then
@@ -119,7 +114,7 @@ def test_resuming_from_a_partial_position_keeps_the_count_exact(
         # One fan-out transaction: both reach the stream in one round, and every
         # notification but the round's last carries a partial position.
         create_scenarios(db, alice, ["a", "b"])
-        fan_out_all(db)
+        fan_out()
         a, b = first.notifications(2)
         assert names([a, b]) == ["a", "b"]
         assert a.id.startswith("p1.")
@@ -128,12 +123,12 @@ def test_resuming_from_a_partial_position_keeps_the_count_exact(
 
     # The connection was cut after "a"; "c" is fanned out before the client is back.
     create_scenarios(db, alice, ["c"])
-    fan_out_all(db)
+    fan_out()
     resumed = StreamClient(live.url, bob_token, last_event_id=a.id).start()
     try:
         assert names(resumed.notifications(2)) == ["b", "c"]
         create_scenarios(db, alice, ["d"])
-        fan_out_all(db)
+        fan_out()
         assert names(resumed.notifications(1)) == ["d"]
         assert resumed.next("unread").data == {"unread": unread(db, bob)} == {"unread": 4}
     finally:
@@ -141,7 +136,7 @@ def test_resuming_from_a_partial_position_keeps_the_count_exact(
 
 
 def test_purging_unread_notifications_updates_the_streamed_count(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """purge_unread_notifications() deletes unread rows; the read hint fires on UPDATE only,
     so open streams keep the old count and add new notifications to it."""
@@ -150,12 +145,12 @@ def test_purging_unread_notifications_updates_the_streamed_count(
     try:
         assert stream.next("unread").data == {"unread": 0}
         create_scenarios(db, alice, ["old 1", "old 2"])
-        fan_out_all(db)
+        fan_out()
         stream.notifications(2)
         assert stream.next("unread").data == {"unread": 2}
         db.execute("SELECT purge_unread_notifications(NULL, 0)")
         create_scenarios(db, alice, ["new"])
-        fan_out_all(db)
+        fan_out()
         assert names(stream.notifications(1)) == ["new"]
         assert stream.next("unread").data == {"unread": unread(db, bob)} == {"unread": 1}
     finally:
@@ -167,6 +162,7 @@ def test_through_a_transaction_pooler_reads_elsewhere_reach_the_count(
     database_url: str,
     db: Conn,
     make_user: Callable[..., int],
+    fan_out: Callable[[], int],
 ) -> None:
     """Behind a transaction pooler the hub polls and hears no read hint, and nothing else
     asks for a recount: a read on another device never reaches the count, which then
@@ -178,13 +174,13 @@ def test_through_a_transaction_pooler_reads_elsewhere_reach_the_count(
         assert stream.next("unread").data == {"unread": 0}
         assert server.app.state.hub.pooled
         create_scenarios(db, alice, ["a"])
-        fan_out_all(db)
+        fan_out()
         assert names(stream.notifications(1)) == ["a"]
         assert stream.next("unread").data == {"unread": 1}
         # Read on another device.
         db.execute("UPDATE user_notifications SET read_at = now() WHERE user_id = %s", [bob])
         create_scenarios(db, alice, ["b", "c"])
-        fan_out_all(db)
+        fan_out()
         assert names(stream.notifications(2)) == ["b", "c"]
         assert stream.next("unread").data == {"unread": unread(db, bob)} == {"unread": 2}
     finally:

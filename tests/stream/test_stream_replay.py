@@ -18,11 +18,6 @@ from tests.stream.conftest import Live, StreamClient, create_scenarios, token
 Conn = psycopg.Connection[Any]
 
 
-def fan_out_all(db: Conn) -> None:
-    while db.execute("SELECT * FROM fan_out_events_v2(100)").fetchall():
-        pass
-
-
 def ids(events: list[Any]) -> list[int]:
     return [e.data["id"] for e in events]
 
@@ -47,14 +42,18 @@ def test_a_lower_id_fanned_out_later_reaches_a_live_stream(
 
 
 def test_resume_after_50_commits_some_out_of_order(
-    live: Live, db: Conn, database_url: str, make_user: Callable[..., int]
+    live: Live,
+    db: Conn,
+    database_url: str,
+    make_user: Callable[..., int],
+    fan_out: Callable[[], int],
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     stream = StreamClient(live.url, token(db, bob)).start()
     try:
         stream.next("unread")
         create_scenarios(db, alice, [f"before {i}" for i in range(10)])
-        fan_out_all(db)
+        fan_out()
         before = ids(stream.notifications(10))
     finally:
         stream.stop()
@@ -78,10 +77,10 @@ def test_resume_after_50_commits_some_out_of_order(
             "SELECT * FROM fan_out_events_v2(1, 1000, %s)", [held_event[0]]
         ).fetchall()
         create_scenarios(db, alice, [f"after {i}" for i in range(48)])
-        fan_out_all(db)
+        fan_out()
         held_fan_out.commit()
         psql_writer.commit()
-        fan_out_all(db)
+        fan_out()
 
     expected = [
         r[0]
@@ -101,7 +100,7 @@ def test_resume_after_50_commits_some_out_of_order(
         assert len(set(got)) == 50
         # Nothing more was owed: the next notification is a new one.
         create_scenarios(db, alice, ["sentinel"])
-        fan_out_all(db)
+        fan_out()
         sentinel = resumed.notifications(1)
         assert sentinel[0].data["scenario"]["name"] == "sentinel"
         assert resumed.next("unread").data == {"unread": 61}
@@ -110,7 +109,7 @@ def test_resume_after_50_commits_some_out_of_order(
 
 
 def test_a_feed_watermark_starts_a_stream_after_its_page(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """The inbox opens its stream at its first page's watermark: nothing between the two is
     missed, nothing on the page is sent again."""
@@ -119,7 +118,7 @@ def test_a_feed_watermark_starts_a_stream_after_its_page(
     alice, bob = make_user("alice"), make_user("bob")
     bob_token = token(db, bob)
     create_scenarios(db, alice, ["on the page"])
-    fan_out_all(db)
+    fan_out()
     page = httpx.get(
         live.url + "/api/v1/notifications",
         headers={"Authorization": f"Bearer {bob_token}"},
@@ -127,20 +126,20 @@ def test_a_feed_watermark_starts_a_stream_after_its_page(
     ).json()
     assert len(page["items"]) == 1
     create_scenarios(db, alice, ["between page and stream"])
-    fan_out_all(db)
+    fan_out()
     stream = StreamClient(live.url, bob_token, last_event_id=page["watermark"]).start()
     try:
         got = stream.notifications(1)
         assert got[0].data["scenario"]["name"] == "between page and stream"
         create_scenarios(db, alice, ["live"])
-        fan_out_all(db)
+        fan_out()
         assert stream.notifications(1)[0].data["scenario"]["name"] == "live"
     finally:
         stream.stop()
 
 
 def test_a_long_absence_catches_up_in_rounds(
-    live: Live, db: Conn, make_user: Callable[..., int]
+    live: Live, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:
     """More than a round's row limit (500) owed: all of it, once each, in id order."""
     from notifications.stream.hub import ROW_LIMIT
@@ -152,7 +151,7 @@ def test_a_long_absence_catches_up_in_rounds(
     finally:
         stream.stop()
     create_scenarios(db, alice, [f"s{i}" for i in range(ROW_LIMIT + 150)])
-    fan_out_all(db)
+    fan_out()
     resumed = StreamClient(live.url, stream.token, last_event_id=stream.last_event_id).start()
     try:
         got, counts = [], []
