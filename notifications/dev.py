@@ -101,6 +101,7 @@ def seed(database_url: str) -> dict[str, tuple[int, str]]:
 
 def run_dev(settings: Settings) -> int:
     from notifications.api import asgi
+    from notifications.api.server import raise_open_files_limit
     from notifications.delivery.worker import Deliverer
     from notifications.listener.main import build_listener
 
@@ -158,6 +159,7 @@ def run_dev(settings: Settings) -> int:
         deliverer_thread = threading.Thread(target=deliverer.run, name="deliverer", daemon=True)
         deliverer_thread.start()
 
+        raise_open_files_limit()
         app = asgi.create_asgi_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5)

@@ -6,7 +6,9 @@ and holds its own LISTEN connection and its own streams.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 
 import uvicorn
 
@@ -19,7 +21,19 @@ from notifications.config import Settings
 GRACEFUL_SECONDS = 20
 
 
+def raise_open_files_limit() -> int:
+    """Each open stream is a socket: lift the soft limit on open files to the hard one
+    (often 1,024 against 500,000+), which a process may do unprivileged. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(settings: Settings) -> None:
+    raise_open_files_limit()  # before the workers start: they inherit it
     # Each worker builds its Settings from the environment (the one config source), so the
     # command line's flags are put there first, or a worker would not see them.
     os.environ.update(

@@ -4,10 +4,12 @@ them, and SIGTERM ends the streams and exits 0."""
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -89,3 +91,36 @@ def test_serve_with_two_workers(
         log.close()
     text = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in text, text
+
+
+def test_serve_lifts_its_open_files_limit(as_role: Callable[[str], str]) -> None:
+    """Each stream is a socket: serve raises its soft limit on open files to the hard one,
+    even when started under a low one (the usual default is 1,024)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_cli(
+        "serve",
+        "--port",
+        str(port),
+        database_url=as_role("notifications_api"),
+        env={"API_WORKERS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
+    )
+
+    def soft_limit() -> int | None:
+        for line in Path(f"/proc/{proc.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+        return None
+
+    try:
+        lifted = wait_until(lambda: (soft_limit() or 0) > low and soft_limit(), timeout=30)
+        assert lifted == hard or hard == resource.RLIM_INFINITY
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
