@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import delivery, fanout, latency, pgbench, reads, stream, triggers, writes
+from bench import fanout_shape as fanout_shape_experiment
 from bench.env import BenchServer, bench_server, git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +31,7 @@ SECTIONS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
 # Experiments: run with --only NAME, never part of the default run.
 EXPERIMENTS: dict[str, Callable[[BenchServer, bool, Path], dict[str, Any]]] = {
     "triggers": triggers.run,
+    "fanout_shape": fanout_shape_experiment.run,
 }
 TARGETS = {
     "speedup_vs_seed": 100.0,
@@ -374,6 +376,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f">= 20,000/s {ok(i['drain_events_per_s'] >= TARGETS['drain_events_per_s'])}",
             )
         )
+    if "fanout_shape" in results:
+        out += fanout_shape_experiment.rows(results["fanout_shape"])
     if "triggers" in results:
         t = results["triggers"]
         for label, m in t.items():
