@@ -8,14 +8,16 @@ neighbour's load hits both sides alike; each variant's figure is the median rati
 rounds to the off rounds next to them.
 
 Variants (each adds or removes one piece):
-- `shipped`: statement trigger, transition table, wake check (current_setting + 1-2 index
-  probes of the waiting-events index), INSERT ... SELECT, the NOTIFY rule;
-- `no wake check`: the same statement trigger without wake_needed_v2/wake_listeners_v2;
+- `shipped`: statement trigger, transition table, INSERT ... SELECT; the wake-up decided
+  at commit by the deferred constraint trigger `scenario_events_wake` (queued by the
+  transaction's first event row; reads and, at most every 100 ms, sets a sequence);
+- `no wake-up`: the same statement trigger, `scenario_events_wake` disabled;
 - `row trigger`: FOR EACH ROW, INSERT ... VALUES from NEW, no transition table, no wake;
-- `row trigger + wake`: the row trigger with the shipped wake check and NOTIFY rule;
-- `statement, wake by sequence`: the statement trigger with another wake rule (notify
-  unless a NOTIFY went out in the last 100 ms, its time kept in a sequence: setval() is
-  neither transactional nor locking, so the check is one page read);
+- `backlog-age rule (before)`: the statement trigger with the rule shipped before: at the
+  INSERT, read the oldest waiting event of the waiting-events index and, when that one is
+  older than 100 ms, the newest (the right-most leaf, which every writer inserts into);
+- `sequence rule at the INSERT`: the shipped rule, checked in the statement trigger
+  instead of at commit (what the deferred trigger costs on top of it);
 - `shipped, fewer indexes`: the shipped trigger with scenario_events reduced to its
   primary key and the waiting-events index (the others dropped for the experiment).
 """
@@ -29,18 +31,22 @@ from typing import Any
 from bench import pgbench
 from bench.env import BenchServer, connect
 
-VARIANTS: dict[str, str] = {
-    "no wake check": """
-CREATE FUNCTION bench_insert_statement() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+_STATEMENT_INSERT = """
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
     SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
     FROM new_rows n ORDER BY n.id;
-    RETURN NULL;
-END $$;
+"""
+_STATEMENT_TRIGGER = """
 CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION bench_insert_statement();
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+# Each variant runs with the shipped wake-up at commit disabled.
+VARIANTS: dict[str, str] = {
+    "no wake-up": f"""
+CREATE FUNCTION bench_insert_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {_STATEMENT_INSERT} RETURN NULL; END $$;
+{_STATEMENT_TRIGGER.format(function="bench_insert_statement")}
 """,
     "row trigger": """
 CREATE FUNCTION bench_insert_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -52,42 +58,44 @@ END $$;
 CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
     FOR EACH ROW EXECUTE FUNCTION bench_insert_row();
 """,
-    "row trigger + wake": """
-CREATE FUNCTION bench_insert_row_wake() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE wake boolean := wake_needed_v2();
+    # The baseline: the rule this one replaced, as it shipped until 2026-12-04.
+    "backlog-age rule (before)": f"""
+CREATE FUNCTION bench_wake_needed() RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE waited interval;
 BEGIN
-    INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
-    VALUES ('scenario.created', NEW.id, NEW.name, coalesce(NEW.created_by, current_actor_v1()));
-    PERFORM wake_listeners_v2(wake, true);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN RETURN true; END IF;
+    SELECT clock_timestamp() - e.occurred_at INTO waited FROM scenario_events e
+    WHERE e.processed_at IS NULL AND e.failed_at IS NULL ORDER BY e.id LIMIT 1;
+    IF waited IS NULL THEN RETURN true;
+    ELSIF waited <= interval '100 milliseconds' THEN RETURN false;
+    END IF;
+    SELECT clock_timestamp() - e.occurred_at INTO waited FROM scenario_events e
+    WHERE e.processed_at IS NULL AND e.failed_at IS NULL ORDER BY e.id DESC LIMIT 1;
+    RETURN waited > interval '100 milliseconds';
+END $$;
+CREATE FUNCTION bench_insert_backlog_age() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE wake boolean := bench_wake_needed();
+BEGIN {_STATEMENT_INSERT}
+    IF FOUND AND wake THEN PERFORM pg_notify(event_channel_v2(), ''); END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
-    FOR EACH ROW EXECUTE FUNCTION bench_insert_row_wake();
+{_STATEMENT_TRIGGER.format(function="bench_insert_backlog_age")}
 """,
-    # The wake rule on a sequence instead of the backlog index: setval() is not
-    # transactional and takes no lock, so a writer reads the time of the last NOTIFY in one
-    # page read, and only the writer that notifies writes it.
-    "statement, wake by sequence": """
-CREATE SEQUENCE bench_last_wake_ms;
+    "sequence rule at the INSERT": f"""
 CREATE FUNCTION bench_insert_seq_wake() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
-BEGIN
-    INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
-    SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
-    FROM new_rows n ORDER BY n.id;
-    IF now_ms - (SELECT last_value FROM bench_last_wake_ms) > 100 THEN
-        PERFORM setval('bench_last_wake_ms', now_ms);
+DECLARE now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN {_STATEMENT_INSERT}
+    IF now_ms - (SELECT last_value FROM scenario_events_woken_at_v2) >= 100 THEN
+        PERFORM setval('scenario_events_woken_at_v2', now_ms);
         PERFORM pg_notify(event_channel_v2(), '');
     END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION bench_insert_seq_wake();
+{_STATEMENT_TRIGGER.format(function="bench_insert_seq_wake")}
 """,
 }
 SHIPPED = "scenario_events_insert"
+WAKE = "ALTER TABLE scenario_events {} TRIGGER scenario_events_wake"
 EXTRA_INDEXES = (
     "scenario_events_set_aside_idx",
     "scenario_events_unreferenced_idx",
@@ -133,12 +141,16 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
         }
 
     measure("shipped", SHIPPED)
+    with connect(url) as conn:
+        conn.execute(WAKE.format("DISABLE"))
     for label, sql in VARIANTS.items():
         with connect(url) as conn:
             conn.execute(sql)
         measure(label, "bench_variant")
         with connect(url) as conn:
             conn.execute("DROP TRIGGER bench_variant ON test_scenarios")
+    with connect(url) as conn:
+        conn.execute(WAKE.format("ENABLE"))
     with connect(url) as conn:
         for index in EXTRA_INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {index}")

@@ -115,8 +115,9 @@ class Settings(BaseSettings):
         (0.005, 0.01, 0.02, 0.04, 0.08), validation_alias="LINGER_DELAYS"
     )
     # pause between two fan-out calls while the backlog is busy, so a batch can gather
+    # (fewer, larger fan-outs at the price of latency; 0: take the next batch at once)
     busy_pause: Annotated[float, _bounded(float, 1.0, zero=True)] = Field(
-        0.005, validation_alias="BUSY_PAUSE"
+        0.0, validation_alias="BUSY_PAUSE"
     )
     # ceiling of the reconnect backoff
     max_backoff: Annotated[float, _bounded(float, 600)] = Field(

@@ -157,6 +157,35 @@ def test_events_without_a_notify_are_found_before_any_poll(
     wait_until(lambda: count(db) == written, timeout=LONG_POLL / 2)
 
 
+def test_a_notify_whose_events_were_taken_already_still_starts_the_re_polls(
+    db: psycopg.Connection[Any], make_user: Callable[..., int], start_listener: Callable[..., Any]
+) -> None:
+    """The writer that notified may find its events fanned out by a re-poll before its
+    NOTIFY arrives; the writers within 100 ms of it skipped theirs and commit later. The
+    listener must re-poll after that NOTIFY too, not go back to sleep."""
+    from prometheus_client import REGISTRY
+
+    def notified() -> float:
+        value = REGISTRY.get_sample_value(
+            "notifications_listener_wakeups_total", {"reason": "notify"}
+        )
+        return value or 0.0
+
+    make_user("bob")
+    # Re-polls over 2 s: whatever the machine's pace, the write below falls within them.
+    start_listener(poll_interval=LONG_POLL, linger_delays=(0.5, 0.5, 0.5, 0.5))
+    before = notified()
+    db.execute(
+        "SELECT setval('scenario_events_woken_at_v2',"
+        " 1000 * (extract(epoch FROM now()) + 3600)::bigint)"
+    )  # every writer now skips its NOTIFY
+    db.execute("SELECT pg_notify('scenario_events', '')")  # a NOTIFY with nothing to find
+    wait_until(lambda: notified() > before)
+    time.sleep(0.2)  # its catch-up has found nothing
+    db.execute("INSERT INTO test_scenarios (name) VALUES ('skipped its NOTIFY')")
+    wait_until(lambda: count(db) == 1, timeout=LONG_POLL / 2)
+
+
 def test_backoff_stays_bounded_after_many_failures() -> None:
     from notifications.listener.worker import Listener
 

@@ -240,25 +240,21 @@ def _notified(listen: Conn, expected: int) -> int:
     return len(got) + len(list(listen.notifies(timeout=0.3)))
 
 
-def test_an_old_waiting_event_does_not_silence_later_writers(database_url: str, db: Conn) -> None:
-    with psycopg.connect(database_url, autocommit=True) as listen:
+def test_a_writer_holding_its_transaction_open_silences_nobody(database_url: str, db: Conn) -> None:
+    """The wake-up is decided at commit: writers keep notifying (one per window) while
+    another writer's transaction, which wrote events first, stays open."""
+    db.execute("SELECT setval('scenario_events_woken_at_v2', 0)")
+    with (
+        psycopg.connect(database_url, autocommit=True) as listen,
+        psycopg.connect(database_url) as slow,
+    ):
         listen.execute("LISTEN scenario_events")
-        new_event(db, "slow writer's")
-        assert _notified(listen, 1) == 1
-        # Its writer committed long after its insert; the listeners have gone back to sleep.
-        db.execute("UPDATE scenario_events SET occurred_at = now() - interval '1 second'")
-        new_event(db, "next")
-        assert _notified(listen, 1) == 1
-        # A young waiting event: a listener is on it, so no NOTIFY.
-        db.execute("UPDATE scenario_events SET occurred_at = now() + interval '1 hour'")
-        new_event(db, "during a drain")
-        assert _notified(listen, 0) == 0
-        # A set-aside event is waiting for nobody: it never silences a writer.
-        db.execute(
-            "UPDATE scenario_events SET failed_at = now(), occurred_at = now() - interval '1 day'"
-        )
-        new_event(db, "after a poisoned one")
-        assert _notified(listen, 1) == 1
+        slow.execute("INSERT INTO test_scenarios (name) VALUES ('slow writer''s')")
+        for n in range(3):
+            new_event(db, f"next {n}")
+            assert _notified(listen, 1) == 1
+            db.execute("SELECT setval('scenario_events_woken_at_v2', 0)")  # the window passes
+        slow.rollback()
 
 
 # -- 7. SERIALIZABLE writers -------------------------------------------------------------------

@@ -140,41 +140,99 @@ def test_two_executions_in_one_transaction_are_two_events(db: psycopg.Connection
     ]
 
 
-def test_notify_only_when_no_older_event_waits(
+# -- the wake-up rule: at most one NOTIFY per 100 ms, decided at commit -----------------------
+
+RECENT = "SELECT setval('scenario_events_woken_at_v2', 1000 * (extract(epoch FROM now()) + 3600)::bigint)"
+LONG_AGO = "SELECT setval('scenario_events_woken_at_v2', 0)"
+
+
+def stamp(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT last_value FROM scenario_events_woken_at_v2").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_notify_unless_another_writer_notified_within_the_window(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as listen:
         listen.execute("LISTEN scenario_events")
-        insert_scenario(db, "first")  # empty backlog: wake the listeners
+        db.execute(LONG_AGO)
+        insert_scenario(db, "first")  # nobody notified lately: wake the listeners
         assert len(list(listen.notifies(timeout=0.3))) == 1
-        # An older event still waits, young enough that a listener is surely on it (within
-        # the re-poll window; made young here whatever the machine's pace): no NOTIFY.
-        db.execute("UPDATE scenario_events SET occurred_at = now() + interval '1 hour'")
+        assert stamp(db) > 0
+        # Another writer's NOTIFY went out within the window (made recent here whatever the
+        # machine's pace): its listener drains until empty and re-polls, so no NOTIFY.
+        db.execute(RECENT)
         insert_scenario(db, "second")
         db.execute("UPDATE test_scenarios SET deleted_at = now() WHERE name = 'second'")
+        db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
+        insert_scenario(db, "third")
         assert list(listen.notifies(timeout=0.3)) == []
-        db.execute("UPDATE scenario_events SET processed_at = now()")
-        # An update that writes no event never notifies, backlog empty or not.
+        db.execute(LONG_AGO)
+        # A write that writes no event never notifies.
         db.execute("UPDATE test_scenarios SET description = 'x'")
         assert list(listen.notifies(timeout=0.3)) == []
-        db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
+        db.execute("UPDATE test_scenarios SET last_executed_at = now()")
         assert len(list(listen.notifies(timeout=0.3))) == 1
 
 
-def test_repeatable_read_writer_notifies_even_with_a_stale_view_of_the_backlog(
+def test_the_decision_waits_for_the_commit(database_url: str, db: psycopg.Connection[Any]) -> None:
+    """A writer that keeps its transaction open after its INSERT has not notified yet, so
+    it silences nobody: the writer behind it, committing first, notifies."""
+    db.execute(LONG_AGO)
+    with (
+        psycopg.connect(database_url, autocommit=True) as listen,
+        psycopg.connect(database_url) as slow,
+    ):
+        listen.execute("LISTEN scenario_events")
+        slow.execute("INSERT INTO test_scenarios (name) VALUES ('slow')")
+        assert stamp(db) == 0
+        insert_scenario(db, "quick")
+        assert len(list(listen.notifies(timeout=0.3))) == 1
+        stamped = stamp(db)
+        db.execute(LONG_AGO)  # as if the slow writer commits seconds later
+        slow.commit()
+        assert len(list(listen.notifies(timeout=0.3))) == 1
+        assert stamp(db) >= stamped
+
+
+def test_a_rolled_back_savepoint_takes_its_wake_up_with_it(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    insert_scenario(db, "pending")  # an older event waits...
+    db.execute(LONG_AGO)
+    with psycopg.connect(database_url, autocommit=True) as listen:
+        listen.execute("LISTEN scenario_events")
+        with db.transaction():
+            with pytest.raises(RuntimeError), db.transaction():
+                insert_scenario(db, "undone")
+                raise RuntimeError("roll back to the savepoint")
+            insert_scenario(db, "kept")
+        assert len(list(listen.notifies(timeout=0.3))) == 1
+    assert [e[2] for e in events(db)] == ["kept"]
+
+
+def test_isolation_levels(database_url: str, db: psycopg.Connection[Any]) -> None:
+    """The stamp is not transactional: a REPEATABLE READ writer whose snapshot is older than
+    the last change of it follows the current value. A SERIALIZABLE writer, whose commit
+    may still fail after the decision, always notifies and never stamps."""
+    db.execute(RECENT)
     with (
         psycopg.connect(database_url, autocommit=True) as listen,
         psycopg.connect(database_url) as writer,
     ):
         listen.execute("LISTEN scenario_events")
-        list(listen.notifies(timeout=0.2))
         writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         writer.execute("SELECT count(*) FROM test_scenarios")  # the snapshot is taken here
-        db.execute("UPDATE scenario_events SET processed_at = now()")  # ...and is drained
-        writer.execute("INSERT INTO test_scenarios (name) VALUES ('late')")
+        db.execute(LONG_AGO)
+        writer.execute("INSERT INTO test_scenarios (name) VALUES ('repeatable')")
         writer.commit()
-        # Its snapshot still shows the old event waiting; it must notify regardless.
         assert len(list(listen.notifies(timeout=0.5))) == 1
+
+        db.execute(RECENT)
+        stamped = stamp(db)
+        writer.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        writer.execute("INSERT INTO test_scenarios (name) VALUES ('serializable')")
+        writer.commit()
+        assert len(list(listen.notifies(timeout=0.5))) == 1
+        assert stamp(db) == stamped

@@ -231,6 +231,10 @@ class Listener:
                 self.notifier.status("listening")
                 log.info("listening on %s", self.channel)
 
+            # A NOTIFY sent while nobody listened is lost, and the writers within 100 ms
+            # of it skipped theirs: re-poll as after any NOTIFY.
+            self._linger(listen_conn.fileno(), work_conn)
+
             probe_sent_at: float | None = None
             while not self.stopping:
                 readable = self._wait(listen_conn.fileno(), self.max_wait)
@@ -244,10 +248,13 @@ class Listener:
                         else:
                             hint = True
                 metrics.WAKEUPS.labels("notify" if hint else "poll").inc()
-                if self.catch_up(work_conn):
-                    self._linger(listen_conn.fileno(), work_conn)
-                else:
+                found = self.catch_up(work_conn)
+                if not found:
                     self._record_backlog(work_conn)
+                # After a NOTIFY even when its events were taken already (by a re-poll):
+                # writers within 100 ms of it skipped theirs and may commit just after.
+                if found or hint:
+                    self._linger(listen_conn.fileno(), work_conn)
                 self._finish_user_deletions(work_conn)
                 self.notifier.watchdog()
                 if not readable:
@@ -393,12 +400,10 @@ class Listener:
             done += len(rows)
             self.notifier.watchdog()
             # Always go round once more, until a call finds nothing: writers skip their
-            # NOTIFY while a young event waits, trusting this loop to reach theirs.
-            if len(rows) < size:
-                # Under a stream of small writes, a short pause lets the next batch
-                # gather: fewer, larger fan-outs, and a backlog that is rarely empty, so
-                # that few writers pay for a NOTIFY. It costs a few milliseconds of
-                # latency only while busy.
+            # NOTIFY within 100 ms of another one, trusting this loop to reach theirs.
+            if len(rows) < size and self.busy_pause:
+                # Optionally, under a stream of small writes, a pause lets the next batch
+                # gather: fewer, larger fan-outs for a few milliseconds of latency.
                 select.select([self._wake_r], [], [], self.busy_pause)
         if done:
             self._record_backlog(conn)
@@ -456,12 +461,13 @@ class Listener:
             log.warning("clean-up after user deletions failed (%s)", _first_line(exc))
 
     def _linger(self, fileno: int, conn: psycopg.Connection[Any]) -> None:
-        """Re-poll briefly after a busy wake.
+        """Re-poll briefly after a NOTIFY or a busy wake.
 
-        A writer that saw an older event waiting did not notify; if it committed just
-        after our last empty call, these short re-polls find its event in milliseconds
-        rather than at the next poll interval. Any work found starts the sequence again;
-        a notification ends the lingering, and the main loop takes it from there.
+        A writer within 100 ms of another writer's NOTIFY did not notify
+        (triggers/scenario_events.v2.sql); if it committed just after our last empty call,
+        these short re-polls find its event in milliseconds rather than at the next poll
+        interval. Any work found starts the sequence again; a notification ends the
+        lingering, and the main loop takes it from there.
         """
         delays = self.linger_delays
         while delays and not self.stopping:

@@ -1,89 +1,73 @@
 -- Revision 0002 (open until the v2 release; frozen from then on, see docs/migrations.md).
 --
 -- The same statement-level triggers as v1 (a bulk write is one INSERT ... SELECT into
--- scenario_events, not a call per row), with the wake-up written once.
+-- scenario_events, not a call per row); the wake-up moved to the transaction's commit.
 --
 -- The wake-up: pg_notify(event_channel_v2(), '') with a constant payload, which PostgreSQL
 -- folds into one notification per transaction however many rows it writes. The listener
 -- never reads the payload; it only wakes up and drains the backlog.
 --
 -- A NOTIFY makes commits take a database-wide lock in turn (through their WAL flush), so
--- concurrent writers that all notify lose group commit. So a write skips its NOTIFY while
--- a listener is surely busy with the backlog already: while the oldest waiting event is
--- younger than the re-poll window (100 ms, within the listener's LINGER_DELAYS, 155 ms in
--- all). A listener woken for that event drains the backlog until empty and then re-polls
--- briefly, which picks this event up. An older waiting event means that nobody may be
--- coming (its writer skipped its NOTIFY and committed late, after the listener's last
--- re-poll): then the write notifies, so one slow writer delays only itself, not every
--- writer after it. But only when nothing was written within the window either: the
--- writer of that newer event saw the same old backlog and notified (or one before it
--- did). Without that second look, a backlog that nobody drains (no listener running)
--- would make every writer notify, and commit one at a time: 8 writers lost 88% of their
--- throughput in `make bench`. Whatever is missed is still found by the poll
--- (POLL_INTERVAL): NOTIFY is only ever a hint. Set-aside events (failed_at) are not
--- waiting for anyone.
+-- concurrent writers that all notify lose group commit. So at most one writer every 100 ms
+-- notifies: a transaction that wrote events decides at its commit (a deferred constraint
+-- trigger, queued by its first event row only) and skips its NOTIFY when another writer
+-- sent one less than 100 ms ago. That NOTIFY's listener drains the backlog until empty and
+-- then re-polls for 155 ms (LINGER_DELAYS), so it finds this transaction's events, which
+-- are committed within milliseconds of the decision. Deciding at commit rather than at the
+-- INSERT matters: a writer that notifies and then keeps its transaction open would
+-- otherwise silence every writer behind it until it commits.
 --
--- Under REPEATABLE READ the check may see a backlog long since drained, and under
--- SERIALIZABLE its read of the backlog index makes concurrent writers abort each other
--- (each one's insert falls in the range another one read): any isolation but READ
--- COMMITTED skips the check and always notifies.
---
--- The check reads the first entry of the waiting-events index (and, when that one is old,
--- its last), never a range: the query's predicate is the index's, so the plan is an index
--- scan in id order under LIMIT 1 whatever the statistics say. Entries of events processed
--- since the last VACUUM are walked over (and marked dead on the way, so that later scans
--- skip them cheaply); vacuum_index_cleanup = on (queue.sql) makes VACUUM remove them.
+-- The time of the last NOTIFY is kept in a sequence: setval() is not transactional and
+-- takes no row lock, and reading it is one buffer read, where the rule it replaced read
+-- the backlog index's right-most page, which every writer was inserting into (most of the
+-- triggers' cost: bench/README.md). Any isolation level reads the same value; only a
+-- SERIALIZABLE transaction, whose commit may still fail after the decision, notifies
+-- without stamping, so that it never silences anyone. A transaction that fails after
+-- stamping (a later deferred constraint, a failed commit) leaves the others of its 100 ms
+-- to the poll (POLL_INTERVAL): NOTIFY is only ever a hint.
 --
 -- The actor of an update or delete is taken from the setting notifications.actor_id
 -- (current_actor_v1), which the API sets per transaction and a psql user may set by hand.
 
--- Asked before a trigger writes its own rows: should this write wake the listeners?
-CREATE FUNCTION wake_needed_v2() RETURNS boolean
+-- Milliseconds since the epoch of the last stamped NOTIFY.
+CREATE SEQUENCE scenario_events_woken_at_v2 AS bigint MINVALUE 0 START 0;
+
+-- Plain expressions only (no query): plpgsql evaluates them without starting an executor.
+CREATE FUNCTION wake_listeners_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    waited interval;
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RETURN true;
+    IF current_setting('transaction_isolation') = 'serializable' THEN
+        PERFORM pg_notify(event_channel_v2(), '');
+    ELSIF now_ms - coalesce(pg_sequence_last_value('scenario_events_woken_at_v2'), 0) >= 100
+    THEN
+        PERFORM setval('scenario_events_woken_at_v2', now_ms);
+        PERFORM pg_notify(event_channel_v2(), '');
     END IF;
-    SELECT clock_timestamp() - e.occurred_at INTO waited
-    FROM scenario_events e
-    WHERE e.processed_at IS NULL AND e.failed_at IS NULL
-    ORDER BY e.id LIMIT 1;
-    IF waited IS NULL THEN
-        RETURN true;
-    ELSIF waited <= interval '100 milliseconds' THEN
-        RETURN false;
-    END IF;
-    -- An old event waits. Was anything written within the window? Then its writer saw
-    -- the same old backlog and woke the listeners (or one before it did).
-    SELECT clock_timestamp() - e.occurred_at INTO waited
-    FROM scenario_events e
-    WHERE e.processed_at IS NULL AND e.failed_at IS NULL
-    ORDER BY e.id DESC LIMIT 1;
-    RETURN waited > interval '100 milliseconds';
+    RETURN NULL;
 END;
 $$;
 
--- Called by every trigger after its INSERT, with what wake_needed_v2() said before it and
--- whether the INSERT wrote anything.
-CREATE FUNCTION wake_listeners_v2(needed boolean, wrote boolean) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF wrote AND needed THEN
-        PERFORM pg_notify(event_channel_v2(), '');
-    END IF;
-END;
-$$;
+-- The WHEN clause runs at each row's INSERT, not at commit: it lets the first row of the
+-- transaction through and marks the transaction (a transaction-local setting, which a
+-- rolled-back savepoint takes back with its rows), so one call is queued however many rows
+-- follow. Only built-in functions there: it costs the other rows one setting look-up.
+CREATE CONSTRAINT TRIGGER scenario_events_wake AFTER INSERT ON scenario_events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (current_setting('notifications.wake_queued', true) IS DISTINCT FROM 'on'
+          AND set_config('notifications.wake_queued', 'on', true) = 'on')
+    EXECUTE FUNCTION wake_listeners_v2();
 
 CREATE FUNCTION scenario_events_on_insert_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE wake boolean := wake_needed_v2();
 BEGIN
+    -- No ORDER BY: the transition table holds the rows in the order they were inserted,
+    -- which is the order of their identity ids (unless given by OVERRIDING SYSTEM VALUE);
+    -- a sort would cost every one-row INSERT.
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
     SELECT 'scenario.created', n.id, n.name, coalesce(n.created_by, current_actor_v1())
-    FROM new_rows n ORDER BY n.id;
-    PERFORM wake_listeners_v2(wake, FOUND);
+    FROM new_rows n;
     RETURN NULL;
 END;
 $$;
@@ -92,7 +76,6 @@ $$;
 -- scenario are events; one UPDATE may be both, the execution first.
 CREATE FUNCTION scenario_events_on_update_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE wake boolean := wake_needed_v2();
 BEGIN
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, status, actor_id)
     SELECT happened.event_type, n.id, n.name, happened.status, current_actor_v1()
@@ -108,7 +91,6 @@ BEGIN
     ) AS happened (ord, event_type, status, is_event)
     WHERE o.deleted_at IS NULL AND happened.is_event
     ORDER BY n.id, happened.ord;
-    PERFORM wake_listeners_v2(wake, FOUND);
     RETURN NULL;
 END;
 $$;
@@ -118,7 +100,6 @@ $$;
 -- go (plpgsql plans each branch only when it runs, so old_rows is never looked up there).
 CREATE FUNCTION scenario_events_on_removal_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE wake boolean := wake_needed_v2();
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
@@ -129,7 +110,6 @@ BEGIN
         SELECT 'scenario.deleted', o.id, o.name, current_actor_v1()
         FROM old_rows o WHERE o.deleted_at IS NULL ORDER BY o.id;
     END IF;
-    PERFORM wake_listeners_v2(wake, FOUND);
     RETURN NULL;
 END;
 $$;

@@ -12,9 +12,9 @@ ALTER TABLE scenario_events
     ADD COLUMN fanout_attempts integer NOT NULL DEFAULT 0,
     ADD COLUMN fanout_error text,
     ADD COLUMN failed_at timestamptz;
--- The backlog index splits in two: the events waiting for a fan-out, which every claim and
--- every writer's wake check reads in id order (their predicate is exactly this one, so the
--- planner never trades the index order for a sort of the whole backlog), and the few set
+-- The backlog index splits in two: the events waiting for a fan-out, which every claim
+-- reads in id order (its predicate is exactly this one, so the planner never trades the
+-- index order for a sort of the whole backlog), and the few set
 -- aside. A new event enters the first alone, as it entered the v1 index.
 CREATE INDEX scenario_events_waiting_idx ON scenario_events (id)
     WHERE processed_at IS NULL AND failed_at IS NULL;

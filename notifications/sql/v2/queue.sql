@@ -4,7 +4,7 @@
 
 -- PostgreSQL skips index vacuuming when under 2% of the heap's pages hold dead rows; on a
 -- queue that leaves the dead entries of processed events in the backlog index, and every
--- claim and every writer's wake check walks them. Always clean the indexes.
+-- claim walks them. Always clean the indexes.
 ALTER TABLE scenario_events SET (vacuum_index_cleanup = on);
 
 -- Processed events that never wrote a notification (nobody subscribed), found without a
