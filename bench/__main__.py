@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, fanout, latency, pgbench, reads, stream, triggers, writes
+from bench import delivery, fanout, latency, pgbench, plot, reads, stream, triggers, writes
 from bench import fanout_shape as fanout_shape_experiment
 from bench.env import BenchServer, bench_server, git_commit
 
@@ -88,7 +88,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         for s in f["stages"]:
             n = s["subscribers"]
             tgt = ""
-            if n >= 1_000_000:
+            if n == 1_000_000:
                 tgt = f"<= {TARGETS['fanout_1m_s']:g} s {ok(s['wall_s'] <= TARGETS['fanout_1m_s'])}"
             out.append(
                 (
@@ -120,6 +120,32 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"<= 4x {ok(s['ratio_to_floor'] <= TARGETS['ratio_to_floor'])}",
                 )
             )
+        stages = f["stages"]
+        sizes = " / ".join(plot.short_count(s["subscribers"]) for s in stages)
+        out.append(
+            (
+                f"a. growth: fan-out at {sizes} (commit -> rows visible)",
+                " / ".join(f"{s['wall_s']:.3g}" for s in stages) + " s",
+                "",
+            )
+        )
+        out.append(
+            (
+                f"a. growth: microseconds per recipient at {sizes}",
+                " / ".join(f"{s['wall_s'] * 1e6 / s['subscribers']:.2f}" for s in stages),
+                "",
+            )
+        )
+        out.append(
+            (
+                f"b. growth: fan-out / floor at {sizes}",
+                " / ".join(f"{s['ratio_to_floor']:.2f}x" for s in stages)
+                + " (floor "
+                + " / ".join(f"{s['floor_s']:.3g}" for s in stages)
+                + " s)",
+                "",
+            )
+        )
     if "latency" in results:
         d = results["latency"]
         out.append(
@@ -181,6 +207,33 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"p99 <= 25 ms {ok(m['p99_ms'] <= TARGETS['reads_p99_ms'])}",
                 )
             )
+        growth = r.get("growth", [])
+        if len(growth) > 1:
+            sizes = " / ".join(plot.short_count(g["notifications"]) for g in growth)
+            out.append(
+                (
+                    f"f. growth: rows {sizes} (the same shape, scaled)",
+                    " -> ".join(
+                        f"{plot.short_count(g['users'])} users, heavy user"
+                        f" {plot.short_count(g['heavy_user_notifications'])} (half unread)"
+                        for g in growth
+                    ),
+                    "",
+                )
+            )
+            for kind in growth[0]["queries"]:
+                label = kind.replace("unread count", "badge (unread count)")
+                out.append(
+                    (
+                        f"f. growth: {label}, p50 / p99 at {sizes}",
+                        " -> ".join(
+                            f"{g['queries'][kind]['p50_ms']:.1f} / {g['queries'][kind]['p99_ms']:.1f}"
+                            for g in growth
+                        )
+                        + " ms",
+                        "",
+                    )
+                )
         # Row-level security's cost: the same SQL as the table owner and as the API's role.
         rls = r.get("rls", {})
         without, with_ = rls.get("owner, no RLS", {}), rls.get("notifications_api, RLS", {})
@@ -481,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(lines))
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {args.output}", file=sys.stderr)
+    png = plot.write(results, args.output.with_name("growth.png"))
+    if png is not None:
+        print(f"wrote {png}", file=sys.stderr)
     if not args.quick and only == list(SECTIONS) and not extra:
         append_history(results, lines)
         print(f"appended to {HERE / 'HISTORY.md'}", file=sys.stderr)

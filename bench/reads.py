@@ -5,6 +5,9 @@ heavy user holding a notification for each of them (half unread), every other us
 97 notifications (the newest fifth unread). Then several client threads hit one request
 kind at a time for a fixed time.
 
+Growth: the feed's first page and the unread count again on the same shape with every
+count four times larger (5.05M -> 20.2M rows; see GROWTH_FACTOR), for bench/growth.png.
+
 Over HTTP (`notifications serve`: uvicorn, as in production) when the API answers
 GET /api/v1/notifications; otherwise the same queries straight in SQL, which the report
 says (mode "sql").
@@ -91,6 +94,9 @@ def build(conn: psycopg.Connection[Any], users: int, events: int, per_user: int)
     )
     conn.execute("VACUUM (ANALYZE) user_notifications")
     conn.execute("VACUUM (ANALYZE) scenario_events")
+    # The build and the vacuum leave gigabytes dirty (20M rows): written now, not by a
+    # checkpoint in the middle of the measurement.
+    conn.execute("CHECKPOINT")
     row = conn.execute("SELECT count(*) FROM user_notifications").fetchone()
     return int(row[0]) if row else 0
 
@@ -196,127 +202,183 @@ def load(
     }
 
 
+# The growth figures: the feed's first page and the badge, for a random and the heavy user.
+GROWTH_KINDS = (
+    "first page, random user",
+    "first page, heavy user",
+    "unread count, random user",
+    "unread count, heavy user",
+)
+# The second data set is the first with every count times this: users, events and the heavy
+# user's feed (so the heavy user keeps the same share of the table, half unread). Every other
+# user keeps 97 notifications, so a random user's own work stays the same and their figures
+# show what the table's size alone costs; the heavy user's history grows with the table.
+GROWTH_FACTOR = 4
+
+
+class Dataset:
+    """A freshly built reads database, its tokens, and the users the clients pick from."""
+
+    def __init__(self, server: BenchServer, users: int, events: int, per_user: int) -> None:
+        self.url = server.fresh_database("reads")
+        self.users, self.events = users, events
+        with connect(self.url) as conn:
+            t0 = time.perf_counter()
+            self.total = build(conn, users, events, per_user)
+            self.build_s = time.perf_counter() - t0
+            self.sample_users = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM users WHERE id <> %s ORDER BY random() LIMIT 200", [HEAVY]
+                )
+            ]
+            self.tokens: dict[int, str] = {}
+            for uid in [HEAVY, *self.sample_users]:
+                row = conn.execute("SELECT issue_token(%s)", [uid]).fetchone()
+                assert row is not None
+                self.tokens[uid] = str(row[0])
+            row = conn.execute(UNREAD_SQL, [HEAVY]).fetchone()
+            self.heavy_unread = int(row[0]) if row else 0
+
+    def anyone(self, rng: random.Random) -> int:
+        return rng.choice(self.sample_users)
+
+    @staticmethod
+    def heavy(_rng: random.Random) -> int:
+        return HEAVY
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "notifications": self.total,
+            "heavy_user_notifications": self.events,
+            "heavy_user_unread": self.heavy_unread,
+            "build_s": self.build_s,
+        }
+
+
+def sql_kinds(
+    data: Dataset, deep_cursor_id: int
+) -> dict[str, Callable[[], Callable[[random.Random], None]]]:
+    url, tokens = data.url, data.tokens
+    big = 2**62
+
+    def page(user: Callable[[random.Random], int], before: int) -> Callable[[], Any]:
+        def make() -> Callable[[random.Random], None]:
+            c = connect(url)
+
+            def request(rng: random.Random) -> None:
+                uid = user(rng)
+                c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
+                c.execute(PAGE_SQL, [uid, before]).fetchall()
+
+            return request
+
+        return make
+
+    def count(user: Callable[[random.Random], int]) -> Callable[[], Any]:
+        def make() -> Callable[[random.Random], None]:
+            c = connect(url)
+
+            def request(rng: random.Random) -> None:
+                uid = user(rng)
+                c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
+                c.execute(UNREAD_SQL, [uid]).fetchone()
+
+            return request
+
+        return make
+
+    return {
+        "first page, random user": page(data.anyone, big),
+        "first page, heavy user": page(data.heavy, big),
+        "deep cursor page, heavy user": page(data.heavy, deep_cursor_id),
+        "unread count, random user": count(data.anyone),
+        "unread count, heavy user": count(data.heavy),
+    }
+
+
+def http_kinds(
+    data: Dataset, port: int, deep_cursor: str
+) -> dict[str, Callable[[], Callable[[random.Random], None]]]:
+    tokens = data.tokens
+
+    def page(pick: Callable[[random.Random], int], cursor: str | None) -> Callable[[], Any]:
+        def make() -> Callable[[random.Random], None]:
+            h = Http(port)
+
+            def request(rng: random.Random) -> None:
+                params: dict[str, Any] = {"limit": 20}
+                if cursor:
+                    params["cursor"] = cursor
+                h.get("/api/v1/notifications", tokens[pick(rng)], **params)
+
+            return request
+
+        return make
+
+    def count(pick: Callable[[random.Random], int]) -> Callable[[], Any]:
+        def make() -> Callable[[random.Random], None]:
+            h = Http(port)
+
+            def request(rng: random.Random) -> None:
+                h.get("/api/v1/notifications/unread-count", tokens[pick(rng)])
+
+            return request
+
+        return make
+
+    return {
+        "first page, random user": page(data.anyone, None),
+        "first page, heavy user": page(data.heavy, None),
+        "deep cursor page, heavy user": page(data.heavy, deep_cursor),
+        "unread count, random user": count(data.anyone),
+        "unread count, heavy user": count(data.heavy),
+    }
+
+
 def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     users, events, per_user = (5_000, 20_000, 97) if quick else (50_000, 200_000, 97)
     clients = 4
     seconds = 2.0 if quick else 8.0
-    url = server.fresh_database("reads")
-    with connect(url) as conn:
-        t0 = time.perf_counter()
-        total = build(conn, users, events, per_user)
-        build_s = time.perf_counter() - t0
-        sample_users = [
-            int(r[0])
-            for r in conn.execute(
-                "SELECT id FROM users WHERE id <> %s ORDER BY random() LIMIT 200", [HEAVY]
-            )
-        ]
-        tokens: dict[int, str] = {}
-        for uid in [HEAVY, *sample_users]:
-            row = conn.execute("SELECT issue_token(%s)", [uid]).fetchone()
-            assert row is not None
-            tokens[uid] = str(row[0])
-        heavy_unread = conn.execute(UNREAD_SQL, [HEAVY]).fetchone()
-
+    data = Dataset(server, users, events, per_user)
     deep_cursor_id = max(events // 100, 2)  # about 99% of the way down the heavy feed
-    big = 2**62
-
-    def anyone(rng: random.Random) -> int:
-        return rng.choice(sample_users)
-
-    def heavy(_rng: random.Random) -> int:
-        return HEAVY
-
-    def sql_kinds() -> dict[str, Callable[[], Callable[[random.Random], None]]]:
-        def page(user: Callable[[random.Random], int], before: int) -> Callable[[], Any]:
-            def make() -> Callable[[random.Random], None]:
-                c = connect(url)
-
-                def request(rng: random.Random) -> None:
-                    uid = user(rng)
-                    c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
-                    c.execute(PAGE_SQL, [uid, before]).fetchall()
-
-                return request
-
-            return make
-
-        def count(user: Callable[[random.Random], int]) -> Callable[[], Any]:
-            def make() -> Callable[[random.Random], None]:
-                c = connect(url)
-
-                def request(rng: random.Random) -> None:
-                    uid = user(rng)
-                    c.execute(AUTH_SQL, [_sha256(tokens[uid])]).fetchone()
-                    c.execute(UNREAD_SQL, [uid]).fetchone()
-
-                return request
-
-            return make
-
-        return {
-            "first page, random user": page(anyone, big),
-            "first page, heavy user": page(heavy, big),
-            "deep cursor page, heavy user": page(heavy, deep_cursor_id),
-            "unread count, random user": count(anyone),
-            "unread count, heavy user": count(heavy),
-        }
-
-    def http_kinds(port: int, deep_cursor: str) -> dict[str, Callable[[], Any]]:
-        def page(pick: Callable[[random.Random], int], cursor: str | None) -> Callable[[], Any]:
-            def make() -> Callable[[random.Random], None]:
-                h = Http(port)
-
-                def request(rng: random.Random) -> None:
-                    params: dict[str, Any] = {"limit": 20}
-                    if cursor:
-                        params["cursor"] = cursor
-                    h.get("/api/v1/notifications", tokens[pick(rng)], **params)
-
-                return request
-
-            return make
-
-        def count(pick: Callable[[random.Random], int]) -> Callable[[], Any]:
-            def make() -> Callable[[random.Random], None]:
-                h = Http(port)
-
-                def request(rng: random.Random) -> None:
-                    h.get("/api/v1/notifications/unread-count", tokens[pick(rng)])
-
-                return request
-
-            return make
-
-        return {
-            "first page, random user": page(anyone, None),
-            "first page, heavy user": page(heavy, None),
-            "deep cursor page, heavy user": page(heavy, deep_cursor),
-            "unread count, random user": count(anyone),
-            "unread count, heavy user": count(heavy),
-        }
 
     result: dict[str, Any] = {
-        "users": users,
-        "notifications": total,
-        "heavy_user_notifications": events,
-        "heavy_user_unread": int(heavy_unread[0]) if heavy_unread else 0,
-        "build_s": build_s,
+        **data.describe(),
         "clients": clients,
         "seconds_per_query": seconds,
     }
-    with api_server(url, server.workdir / "serve.log") as port:
-        mode, note, deep = _probe_api(port, tokens[HEAVY], quick)
+    with api_server(data.url, server.workdir / "serve.log") as port:
+        mode, note, deep = _probe_api(port, data.tokens[HEAVY], quick)
         result["mode"] = mode
         result["note"] = note
         if mode == "http":
             result["deep_cursor_depth"] = deep[1]
-            kinds = http_kinds(port, deep[0])
+            kinds = http_kinds(data, port, deep[0])
             result["queries"] = {k: load(clients, seconds, m) for k, m in kinds.items()}
     if mode == "sql":
         result["deep_cursor_depth"] = events - deep_cursor_id
-        result["queries"] = {k: load(clients, seconds, m) for k, m in sql_kinds().items()}
-    result["rls"] = rls_cost(url, clients, seconds, anyone, heavy)
+        kinds = sql_kinds(data, deep_cursor_id)
+        result["queries"] = {k: load(clients, seconds, m) for k, m in kinds.items()}
+    result["rls"] = rls_cost(data.url, clients, seconds, data.anyone, data.heavy)
+    # Growth: the same measurement on the data set scaled up, in the same mode. The first
+    # one's database goes first, so the two never share the server's caches or the disk.
+    server.drop(data.url)
+    growth = [{**data.describe(), "queries": {k: result["queries"][k] for k in GROWTH_KINDS}}]
+    big = Dataset(server, users * GROWTH_FACTOR, events * GROWTH_FACTOR, per_user)
+    try:
+        if mode == "http":
+            with api_server(big.url, server.workdir / "serve.log") as port:
+                kinds = http_kinds(big, port, "")
+                measured = {k: load(clients, seconds, kinds[k]) for k in GROWTH_KINDS}
+        else:
+            kinds = sql_kinds(big, 2)
+            measured = {k: load(clients, seconds, kinds[k]) for k in GROWTH_KINDS}
+    finally:
+        server.drop(big.url)
+    growth.append({**big.describe(), "queries": measured})
+    result["growth"] = growth
     return result
 
 
