@@ -439,8 +439,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     (
                         f"triggers: pgbench inserts, {label} / off",
                         f"{_fmt(statistics.median(m['on_tps']))}"
-                        f" / {_fmt(statistics.median(m['off_tps']))} -> {m['ratio']:.2f}",
-                        "",
+                        f" / {_fmt(statistics.median(m['off_tps']))} tps -> {m['ratio']:.2f}",
+                        f"server CPU {m['on_cpu_us']:.0f} / {m['off_cpu_us']:.0f} us/txn"
+                        if "on_cpu_us" in m
+                        else "",
                     )
                 )
     return out

@@ -8,10 +8,12 @@ neighbour's load hits both sides alike; each variant's figure is the median rati
 rounds to the off rounds next to them.
 
 Variants (each adds or removes one piece):
-- `shipped`: statement trigger, transition table, INSERT ... SELECT; the wake-up decided
+- `shipped`: statement trigger (SECURITY DEFINER with a fixed search_path, as roles.sql
+  makes every trigger function), transition table, INSERT ... SELECT; the wake-up decided
   at commit by the deferred constraint trigger `scenario_events_wake` (queued by the
   transaction's first event row; reads and, at most every 100 ms, sets a sequence);
-- `no wake-up`: the same statement trigger, `scenario_events_wake` disabled;
+- `shipped without its wake-up`: `scenario_events_wake` disabled;
+- `no wake-up, SECURITY INVOKER`: the same statement as a plain function;
 - `row trigger`: FOR EACH ROW, INSERT ... VALUES from NEW, no transition table, no wake;
 - `backlog-age rule (before)`: the statement trigger with the rule shipped before: at the
   INSERT, read the oldest waiting event of the waiting-events index and, when that one is
@@ -20,10 +22,14 @@ Variants (each adds or removes one piece):
   instead of at commit (what the deferred trigger costs on top of it);
 - `shipped, fewer indexes`: the shipped trigger with scenario_events reduced to its
   primary key and the waiting-events index (the others dropped for the experiment).
+All but the first two are plain (SECURITY INVOKER) functions. Each is measured as
+transactions per second and as the server's CPU per transaction (/proc: the postmaster
+and its children, reaped ones included), on and off.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -41,9 +47,11 @@ CREATE TRIGGER bench_variant AFTER INSERT ON test_scenarios
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION {function}();
 """
-# Each variant runs with the shipped wake-up at commit disabled.
+# Each variant runs with the shipped wake-up at commit disabled. Their functions are
+# created after the migration, so unlike the shipped ones they are not SECURITY DEFINER
+# with a fixed search_path (roles.sql): compare them with the first.
 VARIANTS: dict[str, str] = {
-    "no wake-up": f"""
+    "no wake-up, SECURITY INVOKER": f"""
 CREATE FUNCTION bench_insert_statement() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN {_STATEMENT_INSERT} RETURN NULL; END $$;
 {_STATEMENT_TRIGGER.format(function="bench_insert_statement")}
@@ -103,23 +111,52 @@ EXTRA_INDEXES = (
 )
 
 
+def _server_cpu(postmaster: int) -> float:
+    """CPU seconds of the whole server so far: the postmaster, its live children, and the
+    children it has reaped (pgbench's backends end with each round)."""
+    clock = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(f) for f in fields[11:15]) / clock  # own and reaped children's
+        elif int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / clock
+    return total
+
+
+def _postmaster(url: str) -> int:
+    with connect(url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _ratio_rounds(
     pg: str, url: str, trigger: str, rounds: int, seconds: float, workdir: Path
-) -> tuple[list[float], list[float]]:
-    """Alternating rounds: every trigger off, then only `trigger` on."""
-    off: list[float] = []
-    on: list[float] = []
+) -> dict[str, list[float]]:
+    """Alternating rounds: every trigger off, then only `trigger` on. Besides transactions
+    per second, the server's CPU per transaction, which a neighbour's load barely moves."""
+    postmaster = _postmaster(url)
+    out: dict[str, list[float]] = {"off": [], "on": [], "off_cpu_us": [], "on_cpu_us": []}
     for _ in range(rounds):
-        with connect(url) as conn:
-            conn.execute("ALTER TABLE test_scenarios DISABLE TRIGGER USER")
-        off.append(pgbench.pgbench_tps(pg, url, {"insert": 1}, seconds, workdir))
-        pgbench._restore(url)
-        with connect(url) as conn:
-            conn.execute("ALTER TABLE test_scenarios DISABLE TRIGGER USER")
-            conn.execute(f"ALTER TABLE test_scenarios ENABLE TRIGGER {trigger}")
-        on.append(pgbench.pgbench_tps(pg, url, {"insert": 1}, seconds, workdir))
-        pgbench._restore(url)
-    return off, on
+        for side in ("off", "on"):
+            with connect(url) as conn:
+                conn.execute("ALTER TABLE test_scenarios DISABLE TRIGGER USER")
+                if side == "on":
+                    conn.execute(f"ALTER TABLE test_scenarios ENABLE TRIGGER {trigger}")
+            began = _server_cpu(postmaster)
+            tps = pgbench.pgbench_tps(pg, url, {"insert": 1}, seconds, workdir)
+            used = _server_cpu(postmaster) - began
+            out[side].append(tps)
+            out[f"{side}_cpu_us"].append(used / (tps * round(seconds)) * 1e6)
+            pgbench._restore(url)
+    return out
 
 
 def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
@@ -133,16 +170,19 @@ def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     pgbench._restore(url)
 
     def measure(label: str, trigger: str) -> None:
-        off, on = _ratio_rounds(pg, url, trigger, rounds, seconds, server.workdir)
+        got = _ratio_rounds(pg, url, trigger, rounds, seconds, server.workdir)
         results[label] = {
-            "off_tps": off,
-            "on_tps": on,
-            "ratio": statistics.median(o / f for o, f in zip(on, off, strict=True)),
+            "off_tps": got["off"],
+            "on_tps": got["on"],
+            "ratio": statistics.median(o / f for o, f in zip(got["on"], got["off"], strict=True)),
+            "off_cpu_us": statistics.median(got["off_cpu_us"]),
+            "on_cpu_us": statistics.median(got["on_cpu_us"]),
         }
 
     measure("shipped", SHIPPED)
     with connect(url) as conn:
         conn.execute(WAKE.format("DISABLE"))
+    measure("shipped without its wake-up", SHIPPED)
     for label, sql in VARIANTS.items():
         with connect(url) as conn:
             conn.execute(sql)
