@@ -293,6 +293,14 @@ def test_backlog_index_is_always_vacuumed(db: Conn) -> None:
     assert "vacuum_index_cleanup=on" in options
 
 
+def test_notifications_are_vacuumed_after_two_percent_change(db: Conn) -> None:
+    """The badge's index-only count needs the visibility map set; the defaults would wait
+    for a fifth of the table."""
+    options = one(db, "SELECT reloptions FROM pg_class WHERE relname = 'user_notifications'")
+    assert "autovacuum_vacuum_insert_scale_factor=0.02" in options
+    assert "autovacuum_vacuum_scale_factor=0.02" in options
+
+
 def test_retention_functions(
     database_url: str, db: Conn, make_user: Callable[..., int], fan_out: Callable[[], int]
 ) -> None:

@@ -52,3 +52,5 @@ WHERE a.datname = current_database()
 
 DROP INDEX scenario_events_unreferenced_idx;
 ALTER TABLE scenario_events RESET (vacuum_index_cleanup);
+ALTER TABLE user_notifications
+    RESET (autovacuum_vacuum_insert_scale_factor, autovacuum_vacuum_scale_factor);
