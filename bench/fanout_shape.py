@@ -4,14 +4,13 @@ default run, and nothing here changes the product).
 
 In one fresh database with N users (100k, then 1M; 10k and 50k quick), every shape is a table
 of its own, created here beside the migrated user_notifications, and first given two prior
-events per user by the same statement (steady state, as section a. has). Then rounds: in
-each, every shape takes one event to all N users, right after a CHECKPOINT (the cold,
-full-page-image case, as section b. measures the function and its INSERT ... SELECT), and
-at once a second event (warm: the same pages again, no checkpoint between); the floor (N
-plain rows of the same shape into a table with no index, right after a CHECKPOINT, as b.)
-is measured at the start and at the end of the round and the round's ratios are to their
-mean. The order of the shapes is reversed every other round. The machine is small and
-shared: figures are ratios to the same round's floor, medians over the rounds, with their
+events per user by the same statement (steady state, as section a. has). Then 3 rounds: in each, every shape takes one event to all N users, right after a
+CHECKPOINT (the cold, full-page-image case, as section b. measures the function and its
+INSERT ... SELECT), and at once a second event (warm: the same pages again, no checkpoint
+between). Right before each shape, the floor (N plain rows of the same shape into a table
+with no index, right after a CHECKPOINT, as b.): each figure is a ratio to the floor next
+to it, because the load of the shared machine changes within seconds. The order of the
+shapes is reversed every other round. Reported: the median ratio over the rounds and its
 spread (min-max).
 
 The statement is the shipped one for a big event (fan_out_events_v2 in sql/v2/fanout.sql,
@@ -43,11 +42,16 @@ unread): for the shapes worth it, the same rows copied into a table of each shap
 heavy user's badge, a random user's badge, the first feed page (all, and unread) and the
 unread page below the heavy user's unread rows, each as EXPLAIN ANALYZE (execution and
 planning time), median of several repetitions.
+
+Beside wall time, the server processes' CPU time (from /proc): on the 2 shared cores wall
+ratios swing 2x between rounds, CPU ratios much less. A part again: BENCH_SHAPES=b,c (keys;
+a is always in), BENCH_SHAPE_SIZES=1000000, BENCH_SHAPE_READS=0. Full run ~16 min.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import threading
@@ -81,6 +85,7 @@ WHERE (NOT %(redelivered)s::boolean
   {extra}
 ORDER BY r.user_id
 """
+_TICK = os.sysconf("SC_CLK_TCK")
 FLOOR = "INSERT INTO bench_shape_floor (user_id, event_id) SELECT u.id, 1 FROM users u"
 
 
@@ -103,7 +108,7 @@ class Shape:
 
 SHAPES = [
     Shape("a", "a. shipped", reads=True),
-    Shape("b", "b. no created_at"),
+    Shape("b", "b. no created_at", NARROW),
     Shape("c", "c. unread index (user_id)", unread=UNREAD_USER, reads=True),
     Shape("bc", "b+c. no created_at, unread (user_id)", NARROW, UNREAD_USER, reads=True),
     Shape("d8", "d. hash 8 partitions", partitions=8),
@@ -192,14 +197,33 @@ def _statements(shape: Shape, event: int, users: int) -> list[tuple[str, dict[st
     return [(FANOUT.format(t=t, extra=""), params)]
 
 
-def fan_out(conns: list[psycopg.Connection[Any]], shape: Shape, event: int, users: int) -> float:
-    """Seconds for one event's fan-out into the shape (commit included); with a split, the
-    wall time from both starting together to both committed."""
+def backend_cpu(conns: list[psycopg.Connection[Any]]) -> float:
+    """CPU seconds (user + system) the connections' server processes have used so far, from
+    /proc (the bench's server runs on this machine); NaN when it cannot be read. Unlike wall
+    time, this hardly moves with the neighbours' load on the shared cores."""
+    total = 0.0
+    for conn in conns:
+        try:
+            stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
+        except OSError:
+            return float("nan")
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def fan_out(
+    conns: list[psycopg.Connection[Any]], shape: Shape, event: int, users: int
+) -> tuple[float, float]:
+    """Seconds for one event's fan-out into the shape (commit included), and the server
+    processes' CPU seconds; with a split, the wall time from both starting together to both
+    committed, and the CPU of both."""
     statements = _statements(shape, event, users)
+    cpu0 = backend_cpu(conns)
     if len(statements) == 1:
         started = time.perf_counter()
         conns[0].execute(*statements[0])
-        return time.perf_counter() - started
+        return time.perf_counter() - started, backend_cpu(conns) - cpu0
     barrier = threading.Barrier(len(statements) + 1)
     errors: list[BaseException] = []
 
@@ -223,15 +247,16 @@ def fan_out(conns: list[psycopg.Connection[Any]], shape: Shape, event: int, user
     seconds = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return seconds
+    return seconds, backend_cpu(conns) - cpu0
 
 
-def floor(conn: psycopg.Connection[Any]) -> float:
+def floor(conn: psycopg.Connection[Any]) -> tuple[float, float]:
     conn.execute("TRUNCATE bench_shape_floor")
     conn.execute("CHECKPOINT")
+    cpu0 = backend_cpu([conn])
     started = time.perf_counter()
     conn.execute(FLOOR)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, backend_cpu([conn]) - cpu0
 
 
 def sizes(conn: psycopg.Connection[Any], shape: Shape) -> dict[str, int]:
@@ -306,31 +331,36 @@ def stage(
         )
 
         runs: dict[str, list[dict[str, float]]] = {s.key: [] for s in shapes}
-        floors: list[list[float]] = []
+        floors: list[float] = []
         for r in range(rounds):
             order = shapes if r % 2 == 0 else list(reversed(shapes))
-            first = floor(conn)
-            measured: dict[str, tuple[float, float]] = {}
             for shape in order:
+                # The floor right before each shape: the load of the shared machine changes
+                # within seconds, so a ratio is only as good as its floor is near.
+                fl, fl_cpu = floor(conn)
+                floors.append(fl)
                 event += 1
                 conn.execute("CHECKPOINT")
-                cold = fan_out(conns, shape, event, users)
+                cold, cold_cpu = fan_out(conns, shape, event, users)
                 event += 1
-                warm = fan_out(conns, shape, event, users)
-                measured[shape.key] = (cold, warm)
-                _log(f"  round {r + 1}: {shape.label}: cold {cold:.3f} s, warm {warm:.3f} s")
-            last = floor(conn)
-            fl = (first + last) / 2
-            floors.append([first, last])
-            _log(f"  round {r + 1}: floor {first:.3f} / {last:.3f} s")
-            for key, (cold, warm) in measured.items():
-                runs[key].append(
+                warm, warm_cpu = fan_out(conns, shape, event, users)
+                _log(
+                    f"  round {r + 1}: {shape.label}: floor {fl:.3f} s, cold {cold:.3f} s"
+                    f" ({cold / fl:.2f}x, CPU {cold_cpu / fl_cpu:.2f}x), warm {warm:.3f} s"
+                    f" ({warm / fl:.2f}x, CPU {warm_cpu / fl_cpu:.2f}x)"
+                )
+                runs[shape.key].append(
                     {
                         "cold_s": cold,
                         "warm_s": warm,
                         "floor_s": fl,
                         "cold_ratio": cold / fl,
                         "warm_ratio": warm / fl,
+                        "cold_cpu_s": cold_cpu,
+                        "warm_cpu_s": warm_cpu,
+                        "floor_cpu_s": fl_cpu,
+                        "cold_cpu_ratio": cold_cpu / fl_cpu,
+                        "warm_cpu_ratio": warm_cpu / fl_cpu,
                     }
                 )
         rows = conn.execute(f"SELECT count(*) FROM {shapes[0].table}").fetchone()
@@ -348,7 +378,14 @@ def stage(
                 "runs": rs,
                 **{
                     f"{k}_{stat}": fn([x[k] for x in rs])
-                    for k in ("cold_ratio", "warm_ratio", "cold_s", "warm_s")
+                    for k in (
+                        "cold_ratio",
+                        "warm_ratio",
+                        "cold_s",
+                        "warm_s",
+                        "cold_cpu_ratio",
+                        "warm_cpu_ratio",
+                    )
                     for stat, fn in (("median", statistics.median), ("min", min), ("max", max))
                 },
                 "bytes": sizes(conn, shape),
@@ -496,15 +533,16 @@ def report(results: dict[str, Any]) -> str:
     lines: list[str] = []
     for st in results["stages"]:
         n = st["users"]
-        fl = [x for pair in st["floors_s"] for x in pair]
+        fl = st["floors_s"]
         lines += [
             "",
             f"{n:,} recipients, {st['rounds']} rounds; floor {min(fl):.3f}-{max(fl):.3f} s;"
             f" each shape held {st['rows_per_shape_after']:,} rows at the end",
             "",
             "| shape | cold / floor, median (min-max) | warm / floor, median (min-max)"
-            " | cold s (median) | warm s (median) | heap / pkey / unread idx MiB |",
-            "| --- | --- | --- | --- | --- | --- |",
+            " | server CPU / floor's, cold / warm (median) | cold s (median) | warm s (median)"
+            " | heap / pkey / unread idx MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for s in st["shapes"].values():
             b = s["bytes"]
@@ -513,6 +551,7 @@ def report(results: dict[str, Any]) -> str:
                 f" ({s['cold_ratio_min']:.2f}-{s['cold_ratio_max']:.2f})"
                 f" | {s['warm_ratio_median']:.2f}x"
                 f" ({s['warm_ratio_min']:.2f}-{s['warm_ratio_max']:.2f})"
+                f" | {s['cold_cpu_ratio_median']:.2f}x / {s['warm_cpu_ratio_median']:.2f}x"
                 f" | {s['cold_s_median']:.3f} | {s['warm_s_median']:.3f}"
                 f" | {_mib(b.get('heap', 0))} / {_mib(b.get('pkey', 0))}"
                 f" / {_mib(b.get('unread', 0))} |"
@@ -564,18 +603,27 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 def run(server: BenchServer, quick: bool, log: Path) -> dict[str, Any]:
     started = time.perf_counter()
     sizes_ = [10_000, 50_000] if quick else [100_000, 1_000_000]
-    rounds = 1 if quick else 3
+    shapes = SHAPES
+    # A part of the experiment again: BENCH_SHAPES=a,b,bc (keys), BENCH_SHAPE_SIZES=1000000,
+    # BENCH_SHAPE_READS=0.
+    if os.environ.get("BENCH_SHAPES"):
+        keys = os.environ["BENCH_SHAPES"].split(",")
+        shapes = [s for s in SHAPES if s.key in keys or s.key == "a"]
+    if os.environ.get("BENCH_SHAPE_SIZES"):
+        sizes_ = [int(n) for n in os.environ["BENCH_SHAPE_SIZES"].split(",")]
     url = server.fresh_database("fanout_shape")
     stages: list[dict[str, Any]] = []
     try:
         for n in sizes_:
             t0 = time.perf_counter()
-            stages.append(stage(server, url, n, rounds, SHAPES))
+            rounds = 1 if quick else 3
+            stages.append(stage(server, url, n, rounds, shapes))
             _log(f"  {n:,}: {time.perf_counter() - t0:.0f} s")
     finally:
         server.drop(url)
     results: dict[str, Any] = {"stages": stages}
-    results["reads"] = read_costs(server, quick, [s for s in SHAPES if s.reads])
+    if os.environ.get("BENCH_SHAPE_READS", "1") != "0":
+        results["reads"] = read_costs(server, quick, [s for s in shapes if s.reads])
     results["seconds"] = time.perf_counter() - started
     results["markdown"] = report(results)
     print(results["markdown"])
