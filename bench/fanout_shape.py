@@ -338,6 +338,8 @@ def stage(
                 # The floor right before each shape: the load of the shared machine changes
                 # within seconds, so a ratio is only as good as its floor is near.
                 fl, fl_cpu = floor(conn)
+                # CPU is counted in clock ticks (10 ms): a small floor may read 0.
+                fl_cpu = fl_cpu or float("nan")
                 floors.append(fl)
                 event += 1
                 conn.execute("CHECKPOINT")
