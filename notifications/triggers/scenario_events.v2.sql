@@ -8,23 +8,26 @@
 -- never reads the payload; it only wakes up and drains the backlog.
 --
 -- A NOTIFY makes commits take a database-wide lock in turn (through their WAL flush), so
--- concurrent writers that all notify lose group commit. So at most one writer every 100 ms
--- notifies: a transaction that wrote events decides at its commit (a deferred constraint
--- trigger, queued by its first event row only) and skips its NOTIFY when another writer
--- sent one less than 100 ms ago. That NOTIFY's listener drains the backlog until empty and
--- then re-polls for 155 ms (LINGER_DELAYS), so it finds this transaction's events, which
--- are committed within milliseconds of the decision. Deciding at commit rather than at the
--- INSERT matters: a writer that notifies and then keeps its transaction open would
--- otherwise silence every writer behind it until it commits.
+-- concurrent writers that all notify lose group commit. So about one writer in 100 ms
+-- notifies. A transaction's first event row looks at the time of the last NOTIFY: sent
+-- less than 100 ms ago, the transaction will not notify, because that NOTIFY's listener
+-- drains the backlog until empty and then re-polls for 155 ms (LINGER_DELAYS), which finds
+-- this transaction's events if it commits soon. Otherwise the row queues one call at
+-- commit (a deferred constraint trigger), which looks again and, if still nobody notified
+-- within 100 ms, records the time and notifies. Deciding the NOTIFY at commit matters: a
+-- writer that recorded it at its INSERT and then kept its transaction open would silence
+-- every writer behind it until it commits. A writer that commits long after its first
+-- event row delays only its own events, until the next writer's NOTIFY or the poll.
 --
--- The time of the last NOTIFY is kept in a sequence: setval() is not transactional and
--- takes no row lock, and reading it is one buffer read, where the rule it replaced read
--- the backlog index's right-most page, which every writer was inserting into (most of the
--- triggers' cost: bench/README.md). Any isolation level reads the same value; only a
--- SERIALIZABLE transaction, whose commit may still fail after the decision, notifies
--- without stamping, so that it never silences anyone. A transaction that fails after
--- stamping (a later deferred constraint, a failed commit) leaves the others of its 100 ms
--- to the poll (POLL_INTERVAL): NOTIFY is only ever a hint.
+-- The time is kept in a sequence: setval() is not transactional and takes no row lock,
+-- and reading it is one buffer read, where the rule it replaced read the backlog index's
+-- right-most page, which every writer was inserting into (most of the triggers' cost:
+-- bench/README.md). Under saturation almost no transaction queues the call at commit, and
+-- the check costs one expression per transaction. Any isolation level reads the same
+-- value; only a SERIALIZABLE transaction, whose commit may still fail after the call,
+-- notifies without recording the time, so that it never silences anyone. A transaction
+-- that fails after recording it (a later deferred constraint, a failed commit) leaves the
+-- writers of that 100 ms to the poll (POLL_INTERVAL): NOTIFY is only ever a hint.
 --
 -- The actor of an update or delete is taken from the setting notifications.actor_id
 -- (current_actor_v1), which the API sets per transaction and a psql user may set by hand.
@@ -32,11 +35,18 @@
 -- Milliseconds since the epoch of the last stamped NOTIFY.
 CREATE SEQUENCE scenario_events_woken_at_v2 AS bigint MINVALUE 0 START 0;
 
--- Plain expressions only (no query): plpgsql evaluates them without starting an executor.
+-- Milliseconds since the epoch, now (date_part is double precision: cheaper than numeric).
+CREATE FUNCTION wake_clock_v2() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT (date_part('epoch', clock_timestamp()) * 1000)::bigint
+$$;
+
+-- At commit. Plain expressions only (no query): plpgsql evaluates them without starting
+-- an executor.
 CREATE FUNCTION wake_listeners_v2() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    now_ms bigint := wake_clock_v2();
 BEGIN
     IF current_setting('transaction_isolation') = 'serializable' THEN
         PERFORM pg_notify(event_channel_v2(), '');
@@ -49,14 +59,17 @@ BEGIN
 END;
 $$;
 
--- The WHEN clause runs at each row's INSERT, not at commit: it lets the first row of the
--- transaction through and marks the transaction (a transaction-local setting, which a
--- rolled-back savepoint takes back with its rows), so one call is queued however many rows
--- follow. Only built-in functions there: it costs the other rows one setting look-up.
+-- The WHEN clause runs at each row's INSERT, not at commit. The transaction's first event
+-- row marks the transaction (a transaction-local setting, which a rolled-back savepoint
+-- takes back with its rows) and looks at the time of the last NOTIFY; every later row
+-- stops at the mark, so a bulk write costs one setting look-up per row and queues at most
+-- one call.
 CREATE CONSTRAINT TRIGGER scenario_events_wake AFTER INSERT ON scenario_events
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-    WHEN (current_setting('notifications.wake_queued', true) IS DISTINCT FROM 'on'
-          AND set_config('notifications.wake_queued', 'on', true) = 'on')
+    WHEN (current_setting('notifications.wake_checked', true) IS DISTINCT FROM 'on'
+          AND set_config('notifications.wake_checked', 'on', true) = 'on'
+          AND wake_clock_v2()
+              - coalesce(pg_sequence_last_value('scenario_events_woken_at_v2'), 0) >= 100)
     EXECUTE FUNCTION wake_listeners_v2();
 
 CREATE FUNCTION scenario_events_on_insert_v2() RETURNS trigger
