@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def listen(database_url: str) -> Iterator[Conn]:
+    """A session LISTENing on the channel the triggers notify."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("LISTEN scenario_events")
+        yield conn
+
+
+@pytest.fixture
+def writer(database_url: str) -> Iterator[Conn]:
+    """A second writer, whose transaction stays open until it commits."""
+    with psycopg.connect(database_url) as conn:
+        yield conn
 
 
 def events(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -92,33 +109,29 @@ def test_execute_and_delete_in_one_statement_writes_both(db: psycopg.Connection[
     ]
 
 
-def test_rolled_back_write_produces_nothing(database_url: str, db: psycopg.Connection[Any]) -> None:
-    with psycopg.connect(database_url, autocommit=True) as listen:
-        listen.execute("LISTEN scenario_events")
-        with pytest.raises(RuntimeError), db.transaction():
-            insert_scenario(db, "Doomed")
-            raise RuntimeError("roll back")
-        assert events(db) == []
-        assert list(listen.notifies(timeout=0.3)) == []
+def test_rolled_back_write_produces_nothing(db: Conn, listen: Conn) -> None:
+    with pytest.raises(RuntimeError), db.transaction():
+        insert_scenario(db, "Doomed")
+        raise RuntimeError("roll back")
+    assert events(db) == []
+    assert list(listen.notifies(timeout=0.3)) == []
 
 
-def test_bulk_insert_sends_one_notification(database_url: str, db: psycopg.Connection[Any]) -> None:
-    with psycopg.connect(database_url, autocommit=True) as listen:
-        listen.execute("LISTEN scenario_events")
-        with db.transaction():
-            db.execute(
-                "INSERT INTO test_scenarios (name) SELECT 'bulk ' || i FROM generate_series(1, 10000) i"
-            )
-            # A second statement in the same transaction folds into the same notification.
-            db.execute("UPDATE test_scenarios SET last_executed_at = now() WHERE name = 'bulk 1'")
-        received = list(listen.notifies(timeout=0.5))
+def test_bulk_insert_sends_one_notification(db: Conn, listen: Conn) -> None:
+    with db.transaction():
+        db.execute(
+            "INSERT INTO test_scenarios (name) SELECT 'bulk ' || i FROM generate_series(1, 10000) i"
+        )
+        # A second statement in the same transaction folds into the same notification.
+        db.execute("UPDATE test_scenarios SET last_executed_at = now() WHERE name = 'bulk 1'")
+    received = list(listen.notifies(timeout=0.5))
     assert len(received) == 1
     assert received[0].channel == "scenario_events"
     count = db.execute("SELECT count(*) FROM scenario_events").fetchone()
     assert count is not None and count[0] == 10001
 
 
-def test_actor_setting_must_be_a_user_id(db: psycopg.Connection[Any]) -> None:
+def test_actor_setting_must_be_a_user_id(db: Conn) -> None:
     sid = insert_scenario(db, "Checkout")
     with pytest.raises(psycopg.errors.InvalidTextRepresentation), db.transaction():
         db.execute("SELECT set_config('notifications.actor_id', 'alice', true)")
@@ -152,107 +165,84 @@ def stamp(db: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def test_notify_unless_another_writer_notified_within_the_window(
-    database_url: str, db: psycopg.Connection[Any]
-) -> None:
-    with psycopg.connect(database_url, autocommit=True) as listen:
-        listen.execute("LISTEN scenario_events")
-        db.execute(LONG_AGO)
-        insert_scenario(db, "first")  # nobody notified lately: wake the listeners
-        assert len(list(listen.notifies(timeout=0.3))) == 1
-        assert stamp(db) > 0
-        # Another writer's NOTIFY went out within the window (made recent here whatever the
-        # machine's pace): its listener drains until empty and re-polls, so no NOTIFY.
-        db.execute(RECENT)
-        insert_scenario(db, "second")
-        db.execute("UPDATE test_scenarios SET deleted_at = now() WHERE name = 'second'")
-        db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
-        insert_scenario(db, "third")
-        assert list(listen.notifies(timeout=0.3)) == []
-        db.execute(LONG_AGO)
-        # A write that writes no event never notifies.
-        db.execute("UPDATE test_scenarios SET description = 'x'")
-        assert list(listen.notifies(timeout=0.3)) == []
-        db.execute("UPDATE test_scenarios SET last_executed_at = now()")
-        assert len(list(listen.notifies(timeout=0.3))) == 1
+def test_notify_unless_another_writer_notified_within_the_window(db: Conn, listen: Conn) -> None:
+    db.execute(LONG_AGO)
+    insert_scenario(db, "first")  # nobody notified lately: wake the listeners
+    assert len(list(listen.notifies(timeout=0.3))) == 1
+    assert stamp(db) > 0
+    # Another writer's NOTIFY went out within the window (made recent here whatever the
+    # machine's pace): its listener drains until empty and re-polls, so no NOTIFY.
+    db.execute(RECENT)
+    insert_scenario(db, "second")
+    db.execute("UPDATE test_scenarios SET deleted_at = now() WHERE name = 'second'")
+    db.execute("DELETE FROM test_scenarios WHERE name = 'first'")
+    insert_scenario(db, "third")
+    assert list(listen.notifies(timeout=0.3)) == []
+    db.execute(LONG_AGO)
+    # A write that writes no event never notifies.
+    db.execute("UPDATE test_scenarios SET description = 'x'")
+    assert list(listen.notifies(timeout=0.3)) == []
+    db.execute("UPDATE test_scenarios SET last_executed_at = now()")
+    assert len(list(listen.notifies(timeout=0.3))) == 1
 
 
-def test_the_decision_waits_for_the_commit(database_url: str, db: psycopg.Connection[Any]) -> None:
+def test_the_decision_waits_for_the_commit(db: Conn, listen: Conn, writer: Conn) -> None:
     """A writer that keeps its transaction open after its INSERT has not notified yet, so
     it silences nobody: the writer behind it, committing first, notifies."""
     db.execute(LONG_AGO)
-    with (
-        psycopg.connect(database_url, autocommit=True) as listen,
-        psycopg.connect(database_url) as slow,
-    ):
-        listen.execute("LISTEN scenario_events")
-        slow.execute("INSERT INTO test_scenarios (name) VALUES ('slow')")
-        assert stamp(db) == 0
-        insert_scenario(db, "quick")
-        assert len(list(listen.notifies(timeout=0.3))) == 1
-        stamped = stamp(db)
-        db.execute(LONG_AGO)  # as if the slow writer commits seconds later
-        slow.commit()
-        assert len(list(listen.notifies(timeout=0.3))) == 1
-        assert stamp(db) >= stamped
+    writer.execute("INSERT INTO test_scenarios (name) VALUES ('slow')")
+    assert stamp(db) == 0
+    insert_scenario(db, "quick")
+    assert len(list(listen.notifies(timeout=0.3))) == 1
+    stamped = stamp(db)
+    db.execute(LONG_AGO)  # as if the slow writer commits seconds later
+    writer.commit()
+    assert len(list(listen.notifies(timeout=0.3))) == 1
+    assert stamp(db) >= stamped
 
 
 def test_a_writer_whose_first_event_follows_a_notify_decides_then(
-    database_url: str, db: psycopg.Connection[Any]
+    db: Conn, listen: Conn, writer: Conn
 ) -> None:
     """Its first event row came within 100 ms of another writer's NOTIFY: the listener that
     NOTIFY woke is re-polling, so this transaction will not notify, even if it commits
     after the window (then its own events wait for the next NOTIFY or the poll)."""
-    with (
-        psycopg.connect(database_url, autocommit=True) as listen,
-        psycopg.connect(database_url) as writer,
-    ):
-        listen.execute("LISTEN scenario_events")
-        db.execute(RECENT)
-        writer.execute("INSERT INTO test_scenarios (name) VALUES ('after a NOTIFY')")
-        db.execute(LONG_AGO)
-        writer.execute("INSERT INTO test_scenarios (name) VALUES ('and another')")
-        writer.commit()
-        assert list(listen.notifies(timeout=0.3)) == []
-        insert_scenario(db, "the next writer")
-        assert len(list(listen.notifies(timeout=0.3))) == 1
-
-
-def test_a_rolled_back_savepoint_takes_its_wake_up_with_it(
-    database_url: str, db: psycopg.Connection[Any]
-) -> None:
+    db.execute(RECENT)
+    writer.execute("INSERT INTO test_scenarios (name) VALUES ('after a NOTIFY')")
     db.execute(LONG_AGO)
-    with psycopg.connect(database_url, autocommit=True) as listen:
-        listen.execute("LISTEN scenario_events")
-        with db.transaction():
-            with pytest.raises(RuntimeError), db.transaction():
-                insert_scenario(db, "undone")
-                raise RuntimeError("roll back to the savepoint")
-            insert_scenario(db, "kept")
-        assert len(list(listen.notifies(timeout=0.3))) == 1
+    writer.execute("INSERT INTO test_scenarios (name) VALUES ('and another')")
+    writer.commit()
+    assert list(listen.notifies(timeout=0.3)) == []
+    insert_scenario(db, "the next writer")
+    assert len(list(listen.notifies(timeout=0.3))) == 1
+
+
+def test_a_rolled_back_savepoint_takes_its_wake_up_with_it(db: Conn, listen: Conn) -> None:
+    db.execute(LONG_AGO)
+    with db.transaction():
+        with pytest.raises(RuntimeError), db.transaction():
+            insert_scenario(db, "undone")
+            raise RuntimeError("roll back to the savepoint")
+        insert_scenario(db, "kept")
+    assert len(list(listen.notifies(timeout=0.3))) == 1
     assert [e[2] for e in events(db)] == ["kept"]
 
 
-def test_isolation_levels(database_url: str, db: psycopg.Connection[Any]) -> None:
+def test_isolation_levels(db: Conn, listen: Conn, writer: Conn) -> None:
     """The stamp is not transactional: a REPEATABLE READ writer whose snapshot is older than
     the last change of it follows the current value. A SERIALIZABLE writer, whose commit
     may still fail after the decision, notifies without stamping."""
     db.execute(RECENT)
-    with (
-        psycopg.connect(database_url, autocommit=True) as listen,
-        psycopg.connect(database_url) as writer,
-    ):
-        listen.execute("LISTEN scenario_events")
-        writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        writer.execute("SELECT count(*) FROM test_scenarios")  # the snapshot is taken here
-        db.execute(LONG_AGO)
-        writer.execute("INSERT INTO test_scenarios (name) VALUES ('repeatable')")
-        writer.commit()
-        assert len(list(listen.notifies(timeout=0.5))) == 1
+    writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    writer.execute("SELECT count(*) FROM test_scenarios")  # the snapshot is taken here
+    db.execute(LONG_AGO)
+    writer.execute("INSERT INTO test_scenarios (name) VALUES ('repeatable')")
+    writer.commit()
+    assert len(list(listen.notifies(timeout=0.5))) == 1
 
-        db.execute(LONG_AGO)
-        writer.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-        writer.execute("INSERT INTO test_scenarios (name) VALUES ('serializable')")
-        writer.commit()
-        assert len(list(listen.notifies(timeout=0.5))) == 1
-        assert stamp(db) == 0
+    db.execute(LONG_AGO)
+    writer.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    writer.execute("INSERT INTO test_scenarios (name) VALUES ('serializable')")
+    writer.commit()
+    assert len(list(listen.notifies(timeout=0.5))) == 1
+    assert stamp(db) == 0
