@@ -155,6 +155,7 @@ def test_two_executions_in_one_transaction_are_two_events(db: psycopg.Connection
 
 # -- the wake-up rule: at most one NOTIFY per 100 ms, decided at commit -----------------------
 
+# The time of the last NOTIFY, set by hand.
 RECENT = "SELECT setval('scenario_events_woken_at_v2', 1000 * (extract(epoch FROM now()) + 3600)::bigint)"
 LONG_AGO = "SELECT setval('scenario_events_woken_at_v2', 0)"
 

@@ -7,7 +7,7 @@ CREATE OR REPLACE TRIGGER users_delete_notifications AFTER DELETE ON users REFER
 DROP TRIGGER scenario_events_wake ON scenario_events;
 DROP SEQUENCE scenario_events_woken_at_v2;
 DROP FUNCTION scenario_events_on_insert_v2(), scenario_events_on_update_v2(),
-    scenario_events_on_removal_v2(), wake_listeners_v2(), wake_clock_v2(),
+    scenario_events_on_removal_v2(), wake_listeners_v2(),
     fan_out_events_v2(integer, bigint, bigint), next_event_v2(),
     record_fanout_failure_v2(bigint, text, integer),
     finish_user_deletions_v2(), users_delete_notifications_v2(),
