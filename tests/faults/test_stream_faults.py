@@ -5,6 +5,7 @@ nothing twice."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,6 +49,21 @@ def names(events: list[Any]) -> list[str]:
     return [e.data["scenario"]["name"] for e in events]
 
 
+@contextlib.contextmanager
+def bob_follows_alice(
+    url: str, db: Conn, make_user: Callable[..., int], start_listener: Any
+) -> Iterator[tuple[int, StreamClient]]:
+    """alice writes, a listener fans out, bob's stream is open (its first frame read)."""
+    alice, bob = make_user("alice"), make_user("bob")
+    start_listener()
+    stream = StreamClient(url, token(db, bob)).start()
+    try:
+        stream.next("unread")
+        yield alice, stream
+    finally:
+        stream.stop()
+
+
 def test_listen_session_terminated(
     served: Live,
     db: Conn,
@@ -55,11 +71,7 @@ def test_listen_session_terminated(
     start_listener: Any,
     fault_report: dict[str, Any],
 ) -> None:
-    alice, bob = make_user("alice"), make_user("bob")
-    start_listener()
-    stream = StreamClient(served.url, token(db, bob)).start()
-    try:
-        stream.next("unread")
+    with bob_follows_alice(served.url, db, make_user, start_listener) as (alice, stream):
         old = wait_until(lambda: listen_backend(db))
         reconnects = metric("notifications_stream_listen_reconnects_total")
         db.execute("SELECT pg_terminate_backend(%s)", [old[0]])
@@ -78,8 +90,6 @@ def test_listen_session_terminated(
             stream_seconds_to_first_notification_listen_killed=round(first_after, 3),
             stream_new_listen_pid=new[0] != old[0],
         )
-    finally:
-        stream.stop()
 
 
 def test_listen_session_frozen(
@@ -89,11 +99,7 @@ def test_listen_session_frozen(
     start_listener: Any,
     fault_report: dict[str, Any],
 ) -> None:
-    alice, bob = make_user("alice"), make_user("bob")
-    start_listener()
-    stream = StreamClient(served.url, token(db, bob)).start()
-    try:
-        stream.next("unread")
+    with bob_follows_alice(served.url, db, make_user, start_listener) as (alice, stream):
         frozen = wait_until(lambda: listen_backend(db))
         reconnects = metric("notifications_stream_listen_reconnects_total")
         polls = metric("notifications_stream_rounds_total", cause="poll")
@@ -116,8 +122,6 @@ def test_listen_session_frozen(
             stream_seconds_to_replace_frozen_listen=round(replaced_after, 3),
             stream_replaced=new[0] != frozen[0],
         )
-    finally:
-        stream.stop()
 
 
 def test_serve_restart_resumes_exactly(
@@ -129,34 +133,30 @@ def test_serve_restart_resumes_exactly(
     url = as_role("notifications_api")
     server = start_server(url)
     port = int(server.url.rsplit(":", 1)[1])
-    alice, bob = make_user("alice"), make_user("bob")
-    start_listener()
-    stream = StreamClient(server.url, token(db, bob)).start()
     try:
-        stream.next("unread")
-        create_scenarios(db, alice, ["before"])
-        assert names(stream.notifications(1)) == ["before"]
-        server.stop()
-        with pytest.raises(AssertionError, match="the stream ended"):
-            while True:
-                stream.next()
-        create_scenarios(db, alice, [f"down {i}" for i in range(5)])
-        wait_until(
-            lambda: db.execute(
-                "SELECT count(*) = 0 FROM scenario_events WHERE processed_at IS NULL"
-            ).fetchone()[0]
-        )
-        server = start_server(url, port=port)
-        resumed = StreamClient(server.url, stream.token, last_event_id=stream.last_event_id)
-        resumed.start()
-        try:
-            assert names(resumed.notifications(5)) == [f"down {i}" for i in range(5)]
-            create_scenarios(db, alice, ["after"])
-            assert names(resumed.notifications(1)) == ["after"]
-        finally:
-            resumed.stop()
+        with bob_follows_alice(server.url, db, make_user, start_listener) as (alice, stream):
+            create_scenarios(db, alice, ["before"])
+            assert names(stream.notifications(1)) == ["before"]
+            server.stop()
+            with pytest.raises(AssertionError, match="the stream ended"):
+                while True:
+                    stream.next()
+            create_scenarios(db, alice, [f"down {i}" for i in range(5)])
+            wait_until(
+                lambda: db.execute(
+                    "SELECT count(*) = 0 FROM scenario_events WHERE processed_at IS NULL"
+                ).fetchone()[0]
+            )
+            server = start_server(url, port=port)
+            resumed = StreamClient(server.url, stream.token, last_event_id=stream.last_event_id)
+            resumed.start()
+            try:
+                assert names(resumed.notifications(5)) == [f"down {i}" for i in range(5)]
+                create_scenarios(db, alice, ["after"])
+                assert names(resumed.notifications(1)) == ["after"]
+            finally:
+                resumed.stop()
     finally:
-        stream.stop()
         server.stop()
 
 
