@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +33,14 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from bench.env import BenchServer, connect, daemon_process, listener_process, percentile
+from bench.env import (
+    BenchServer,
+    connect,
+    daemon_process,
+    listener_process,
+    percentile,
+    proc_stat,
+)
 from notifications.delivery import webhook
 from notifications.delivery.job import Job
 from notifications.queries import query
@@ -187,9 +193,10 @@ def _wait_delivered(conn: psycopg.Connection[Any], n: int, timeout: float) -> fl
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    st = proc_stat(pid)
+    if st is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return st.cpu
 
 
 def throughput(server: BenchServer, log: Path, n: int, delay: float, **env: str) -> dict[str, Any]:

@@ -211,3 +211,27 @@ def git_commit() -> str:
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """A live process's parent and CPU seconds (user + system), from Linux /proc: the bench's
+    server runs on this machine. `reaped` is the CPU of the children it has waited for."""
+
+    ppid: int
+    cpu: float
+    reaped: float
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """None when the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return ProcStat(
+        ppid=int(fields[1]),
+        cpu=(int(fields[11]) + int(fields[12])) / tick,
+        reaped=(int(fields[13]) + int(fields[14])) / tick,
+    )

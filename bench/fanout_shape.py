@@ -63,7 +63,7 @@ from typing import Any
 import psycopg
 
 from bench import reads
-from bench.env import BenchServer, add_users, connect
+from bench.env import BenchServer, add_users, connect, proc_stat
 
 FULL = (
     "user_id bigint NOT NULL, event_id bigint NOT NULL,"
@@ -85,7 +85,6 @@ WHERE (NOT %(redelivered)s::boolean
   {extra}
 ORDER BY r.user_id
 """
-_TICK = os.sysconf("SC_CLK_TCK")
 FLOOR = "INSERT INTO bench_shape_floor (user_id, event_id) SELECT u.id, 1 FROM users u"
 
 
@@ -203,12 +202,10 @@ def backend_cpu(conns: list[psycopg.Connection[Any]]) -> float:
     time, this hardly moves with the neighbours' load on the shared cores."""
     total = 0.0
     for conn in conns:
-        try:
-            stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
-        except OSError:
+        st = proc_stat(conn.info.backend_pid)
+        if st is None:
             return float("nan")
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / _TICK
+        total += st.cpu
     return total
 
 

@@ -46,7 +46,7 @@ import httpx
 import psycopg
 from httpx_sse import aconnect_sse
 
-from bench.env import BenchServer, connect, listener_process, percentile
+from bench.env import BenchServer, connect, listener_process, percentile, proc_stat
 from bench.reads import HEAVY, Http, api_server, build, load
 
 RATE = 5.0  # events/s from the writer
@@ -62,22 +62,13 @@ OPENING = 200
 # -- CPU and database counters --------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, user + system CPU seconds) of a live process, None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _tree(roots: dict[str, int]) -> dict[str, dict[int, float]]:
     """CPU seconds so far of every live process under each root (the root included)."""
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _proc_stat(int(entry))) is not None:
-            parent[int(entry)], cpu[int(entry)] = st
+        if entry.isdigit() and (st := proc_stat(int(entry))) is not None:
+            parent[int(entry)], cpu[int(entry)] = st.ppid, st.cpu
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
@@ -156,8 +147,8 @@ def _roots(url: str, listener_pid: int) -> dict[str, int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == listener_pid:
             continue
-        st = _proc_stat(int(entry))
-        if st is None or st[0] != os.getpid():
+        st = proc_stat(int(entry))
+        if st is None or st.ppid != os.getpid():
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
@@ -167,9 +158,9 @@ def _roots(url: str, listener_pid: int) -> dict[str, int]:
             roots["serve"] = int(entry)
     with connect(url) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        backend = _proc_stat(int(row[0])) if row else None
+        backend = proc_stat(int(row[0])) if row else None
     if backend is not None:
-        roots["postgres"] = backend[0]
+        roots["postgres"] = backend.ppid
     return roots
 
 

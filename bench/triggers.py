@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pgbench
-from bench.env import BenchServer, connect
+from bench.env import BenchServer, connect, proc_stat
 
 _STATEMENT_INSERT = """
     INSERT INTO scenario_events (event_type, scenario_id, scenario_name, actor_id)
@@ -114,27 +114,23 @@ EXTRA_INDEXES = (
 def _server_cpu(postmaster: int) -> float:
     """CPU seconds of the whole server so far: the postmaster, its live children, and the
     children it has reaped (pgbench's backends end with each round)."""
-    clock = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        if not entry.isdigit() or (st := proc_stat(int(entry))) is None:
             continue
         if int(entry) == postmaster:
-            total += sum(int(f) for f in fields[11:15]) / clock  # own and reaped children's
-        elif int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / clock
+            total += st.cpu + st.reaped
+        elif st.ppid == postmaster:
+            total += st.cpu
     return total
 
 
 def _postmaster(url: str) -> int:
     with connect(url) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    backend = proc_stat(int(row[0])) if row else None
+    assert backend is not None
+    return backend.ppid
 
 
 def _ratio_rounds(
